@@ -1,0 +1,338 @@
+"""The buffer: one SQLite file (WAL) between the drivers and the uplinks (SPEC §5).
+
+- Appends wait in memory and are written in group commits (at most
+  `commit_interval` or `commit_rows`), because an SD card wears with every write.
+- Each uplink has a cursor: every seq at or below it is delivered (or a dead
+  letter). Uplinks only ever read committed rows.
+- Rows every uplink has passed are deleted in large batches.
+- Over `max_readings`, the oldest rows that are not alerts go first, counted.
+- A file that does not open is moved aside, kept for inspection, and replaced.
+
+Cursors, dead letters and sensor states ride in the same commits as the
+readings, so the buffer costs few writes per reading. All methods are meant for
+one thread (the daemon's event loop); other processes (`gateway buffer …`) open
+their own connection and rely on WAL for concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    seq INTEGER PRIMARY KEY,
+    sensor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    device TEXT,
+    observed_ms INTEGER NOT NULL,
+    alert INTEGER NOT NULL DEFAULT 0,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS readings_alerts ON readings(seq) WHERE alert = 1;
+CREATE TABLE IF NOT EXISTS cursors (uplink TEXT PRIMARY KEY, acked INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uplink TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    retry INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS dead_uplink ON dead(uplink, retry);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sensors (
+    id TEXT PRIMARY KEY, state TEXT NOT NULL, detail TEXT, since_ms INTEGER NOT NULL, failures INTEGER NOT NULL
+);
+"""
+
+GC_ROWS = 2000  # delete delivered rows in chunks of at least this many …
+GC_SECONDS = 60.0  # … or at least this often
+MEMORY_LIMIT = 100_000  # rows held in memory while the disk refuses writes
+
+
+class Row(NamedTuple):
+    seq: int
+    sensor: str
+    kind: str
+    device: str | None
+    body: str
+    alert: bool
+
+
+class DeadRow(NamedTuple):
+    id: int
+    uplink: str
+    seq: int
+    body: str
+    reason: str
+    at_ms: int
+    retry: bool
+
+
+@dataclass
+class _Pending:
+    rows: list[tuple] = field(default_factory=list)
+    cursors: dict[str, int] = field(default_factory=dict)
+    dead: list[tuple] = field(default_factory=list)
+    dead_done: list[int] = field(default_factory=list)
+    dead_rejected: list[tuple[str, int]] = field(default_factory=list)
+    sensors: dict[str, tuple] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.cursors or self.dead or self.dead_done or self.dead_rejected or self.sensors)
+
+
+def _connect(path: Path, durability: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+    # Fewer, larger checkpoints: a page changed by many commits is written to the main file once.
+    conn.execute("PRAGMA wal_autocheckpoint=4000")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def open_connection(path: Path, durability: str = "normal") -> sqlite3.Connection:
+    """Open (or create) a buffer file; a file that does not open is moved aside, loudly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = _connect(path, durability)
+        conn.execute("SELECT count(*) FROM meta").fetchone()
+        conn.execute("SELECT max(seq) FROM readings").fetchone()
+        return conn
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        log.critical("buffer %s does not open (%s): moved aside to %s, starting a new buffer; "
+                     "readings in the old file were NOT delivered and are kept there for inspection", path, exc, aside)
+        for suffix in ("", "-wal", "-shm"):
+            src = path.with_name(path.name + suffix)
+            if src.exists():
+                src.rename(aside.with_name(aside.name + suffix))
+        return _connect(path, durability)
+
+
+class Buffer:
+    def __init__(self, path: Path, uplinks: list[str], *, max_readings: int = 5_000_000,
+                 durability: str = "normal", commit_rows: int = 500):
+        self.path = path
+        self.uplinks = list(uplinks)
+        self.max_readings = max_readings
+        self.commit_rows = commit_rows
+        self.conn = open_connection(path, durability)
+        self._pending = _Pending()
+        self._listeners: list[Callable[[], None]] = []
+        self._last_gc = time.monotonic()
+        self._write_failing = False
+        c = self.conn
+        self.count = self._meta("count")
+        if self.count is None:  # a new or pre-counter file: count once
+            self.count = c.execute("SELECT count(*) FROM readings").fetchone()[0]
+        self.evictions = self._meta("evictions") or 0
+        last = max(c.execute("SELECT coalesce(max(seq), 0) FROM readings").fetchone()[0],
+                   c.execute("SELECT coalesce(max(acked), 0) FROM cursors").fetchone()[0],
+                   c.execute("SELECT coalesce(max(seq), 0) FROM dead").fetchone()[0],
+                   self._meta("last_seq") or 0)
+        self._next_seq = last + 1
+        first = c.execute("SELECT coalesce(min(seq), ?) FROM readings", (self._next_seq,)).fetchone()[0]
+        self.acked: dict[str, int] = {}
+        for name in self.uplinks:
+            row = c.execute("SELECT acked FROM cursors WHERE uplink = ?", (name,)).fetchone()
+            # A new uplink starts at the oldest reading still buffered.
+            self.acked[name] = row[0] if row else first - 1
+            if not row:
+                self._pending.cursors[name] = first - 1
+        self._gc_floor = min(self.acked.values(), default=0)
+        self.commit()
+
+    @property
+    def last_seq(self) -> int:
+        """The newest seq appended (committed or not)."""
+        return self._next_seq - 1
+
+    def _meta(self, key: str) -> int | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Called after each commit that added readings (uplink workers wake on it)."""
+        self._listeners.append(callback)
+
+    def append(self, sensor: str, kind: str, device: str | None, observed_ms: int, body: str,
+               alert: bool = False) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        self._pending.rows.append((seq, sensor, kind, device, observed_ms, int(alert), body))
+        if len(self._pending.rows) >= self.commit_rows and not self._write_failing:
+            self.commit()
+        return seq
+
+    def ack(self, uplink: str, upto: int) -> None:
+        """Every seq of `uplink` up to `upto` is delivered (or a dead letter)."""
+        if upto > self.acked[uplink]:
+            self.acked[uplink] = upto
+            self._pending.cursors[uplink] = upto
+
+    def dead_letter(self, uplink: str, seq: int, body: str, reason: str) -> None:
+        log.error("uplink %s rejected reading seq %d: %s (kept as a dead letter)", uplink, seq, reason)
+        self._pending.dead.append((uplink, seq, body, reason, int(time.time() * 1000)))
+
+    def dead_retry_done(self, dead_id: int) -> None:
+        self._pending.dead_done.append(dead_id)
+
+    def dead_retry_rejected(self, dead_id: int, reason: str) -> None:
+        self._pending.dead_rejected.append((reason, dead_id))
+
+    def set_sensor_state(self, sensor: str, state: str, detail: str | None, failures: int) -> None:
+        self._pending.sensors[sensor] = (sensor, state, detail, int(time.time() * 1000), failures)
+
+    def commit(self) -> bool:
+        """Write everything pending in one transaction. On a write error (full
+        disk, I/O error) nothing is lost: it stays pending and is retried."""
+        p = self._pending
+        if not p:
+            return True
+        added = len(p.rows)
+        try:
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            if p.rows:
+                c.executemany("INSERT INTO readings (seq, sensor, kind, device, observed_ms, alert, body) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?)", p.rows)
+            c.executemany("INSERT INTO cursors (uplink, acked) VALUES (?, ?) "
+                          "ON CONFLICT (uplink) DO UPDATE SET acked = excluded.acked", p.cursors.items())
+            c.executemany("INSERT INTO dead (uplink, seq, body, reason, at_ms) VALUES (?, ?, ?, ?, ?)", p.dead)
+            c.executemany("DELETE FROM dead WHERE id = ?", [(i,) for i in p.dead_done])
+            c.executemany("UPDATE dead SET retry = 0, reason = ? WHERE id = ?", p.dead_rejected)
+            c.executemany("INSERT OR REPLACE INTO sensors VALUES (?, ?, ?, ?, ?)", p.sensors.values())
+            count = self.count + added
+            count -= self._collect_garbage(c)
+            evicted = self._evict(c, count)
+            count -= evicted
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                          [("count", count), ("evictions", self.evictions + evicted), ("last_seq", self._next_seq - 1)])
+            c.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self._on_write_failure(exc)
+            return False
+        if self._write_failing:
+            log.warning("buffer %s writes again; %d held readings are now on disk", self.path, added)
+        self._write_failing = False
+        self.count = count
+        if evicted:
+            self.evictions += evicted
+            log.warning("buffer full (max_readings %d): evicted the %d oldest non-alert readings (%d in total)",
+                        self.max_readings, evicted, self.evictions)
+        self._pending = _Pending()
+        if added:
+            for callback in self._listeners:
+                callback()
+        return True
+
+    def _on_write_failure(self, exc: sqlite3.Error) -> None:
+        if not self._write_failing:
+            log.error("buffer %s cannot write (%s); holding readings in memory and retrying", self.path, exc)
+        self._write_failing = True
+        rows = self._pending.rows
+        if len(rows) > MEMORY_LIMIT:  # bounded: the oldest non-alerts go first, as on disk
+            drop = [i for i, r in enumerate(rows) if not r[5]][: len(rows) - MEMORY_LIMIT]
+            dropped = set(drop)
+            self._pending.rows = [r for i, r in enumerate(rows) if i not in dropped]
+            self.evictions += len(drop)
+            log.error("buffer write failing: evicted %d held readings from memory", len(drop))
+
+    def _collect_garbage(self, c: sqlite3.Connection) -> int:
+        """Delete rows every uplink has passed, in large chunks (few page writes)."""
+        if not self.uplinks:
+            return 0  # no uplink: readings stay until max_readings
+        floor = min(self.acked.values())
+        due = floor - self._gc_floor >= GC_ROWS or time.monotonic() - self._last_gc >= GC_SECONDS
+        if floor <= self._gc_floor or not due:
+            return 0
+        deleted = c.execute("DELETE FROM readings WHERE seq <= ?", (floor,)).rowcount
+        self._gc_floor = floor
+        self._last_gc = time.monotonic()
+        return deleted
+
+    def _evict(self, c: sqlite3.Connection, count: int) -> int:
+        excess = count - self.max_readings
+        if excess <= 0:
+            return 0
+        return c.execute("DELETE FROM readings WHERE seq IN "
+                         "(SELECT seq FROM readings WHERE alert = 0 ORDER BY seq LIMIT ?)", (excess,)).rowcount
+
+    # --- reading (committed rows only) ---------------------------------------------------------
+
+    def fetch(self, after: int, limit: int) -> list[Row]:
+        rows = self.conn.execute("SELECT seq, sensor, kind, device, body, alert FROM readings "
+                                 "WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+        return [Row(*r) for r in rows]
+
+    def fetch_alerts(self, after: int, limit: int) -> list[Row]:
+        rows = self.conn.execute("SELECT seq, sensor, kind, device, body, alert FROM readings "
+                                 "WHERE alert = 1 AND seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+        return [Row(*r) for r in rows]
+
+    def fetch_retries(self, uplink: str, limit: int = 100) -> list[DeadRow]:
+        rows = self.conn.execute("SELECT id, uplink, seq, body, reason, at_ms, retry FROM dead "
+                                 "WHERE uplink = ? AND retry = 1 ORDER BY id LIMIT ?", (uplink, limit)).fetchall()
+        return [DeadRow(*r) for r in rows]
+
+    def close(self) -> None:
+        self.commit()
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("buffer checkpoint at close failed: %s", exc)
+        self.conn.close()
+
+
+# --- the `gateway buffer` command: a second process reading the same file ----------------------
+
+def stats(conn: sqlite3.Connection, uplinks: list[str]) -> dict:
+    now_ms = time.time() * 1000
+    out: dict = {"uplinks": {}, "sensors": {}}
+    for name in uplinks:
+        row = conn.execute("SELECT acked FROM cursors WHERE uplink = ?", (name,)).fetchone()
+        acked = row[0] if row else 0
+        pending = conn.execute("SELECT count(*) FROM readings WHERE seq > ?", (acked,)).fetchone()[0]
+        oldest = conn.execute("SELECT observed_ms FROM readings WHERE seq > ? ORDER BY seq LIMIT 1", (acked,)).fetchone()
+        retries = conn.execute("SELECT count(*) FROM dead WHERE uplink = ? AND retry = 1", (name,)).fetchone()[0]
+        dead = conn.execute("SELECT count(*) FROM dead WHERE uplink = ? AND retry = 0", (name,)).fetchone()[0]
+        out["uplinks"][name] = {
+            "pending": pending + retries,
+            "oldest_pending_age_s": round((now_ms - oldest[0]) / 1000, 1) if oldest else None,
+            "dead_letters": dead,
+        }
+    for sid, state, detail, since_ms, failures in conn.execute("SELECT * FROM sensors ORDER BY id"):
+        out["sensors"][sid] = {"state": state, "detail": detail, "failures": failures,
+                               "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since_ms / 1000))}
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    out["buffer"] = {"readings": meta.get("count", 0), "evictions": meta.get("evictions", 0)}
+    return out
+
+
+def dead_letters(conn: sqlite3.Connection) -> list[DeadRow]:
+    return [DeadRow(*r) for r in conn.execute(
+        "SELECT id, uplink, seq, body, reason, at_ms, retry FROM dead ORDER BY id")]
+
+
+def retry_dead_letters(conn: sqlite3.Connection) -> int:
+    """Move dead letters back to pending; the running daemon picks them up."""
+    return conn.execute("UPDATE dead SET retry = 1 WHERE retry = 0").rowcount
+
+
+def reading_id(body: str) -> str:
+    return json.loads(body).get("id", "?")

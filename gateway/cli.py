@@ -1,0 +1,153 @@
+"""The `gateway` command (SPEC §1). Messages go to stderr; probe and buffer
+data go to stdout."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from gateway import __version__, logs, registry
+from gateway.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+
+log = logging.getLogger("gateway")
+
+
+DEFAULTS = {"config": None, "log_level": "info", "log_format": "text"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    # The common options may stand before or after the subcommand; SUPPRESS keeps
+    # a subcommand's parser from overwriting a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                        help=f"config file (default: $GATEWAY_CONFIG, then {DEFAULT_CONFIG})")
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
+    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
+    p = argparse.ArgumentParser(prog="gateway", parents=[common], description="City Edge Gateway")
+    p.add_argument("--version", action="version", version=f"city-edge-gateway {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", parents=[common], help="run the daemon until SIGTERM/SIGINT")
+    sub.add_parser("check", parents=[common], help="validate the config, print every problem")
+    probe = sub.add_parser("probe", parents=[common], help="read one sensor with its real driver; sends nothing")
+    probe.add_argument("sensor")
+    probe.add_argument("--count", type=int, default=1)
+    buf = sub.add_parser("buffer", parents=[common], help="inspect the buffer")
+    bsub = buf.add_subparsers(dest="action", required=True)
+    stats = bsub.add_parser("stats", parents=[common], help="pending, oldest age, dead letters per uplink")
+    stats.add_argument("--json", action="store_true")
+    dead = bsub.add_parser("dead", parents=[common], help="list dead letters with their reasons")
+    dead.add_argument("--retry", action="store_true", help="move them back to pending")
+    sub.add_parser("drivers", parents=[common], help="list installed drivers and their config keys")
+    return p
+
+
+def _load(path: str) -> Config:
+    return load_config(path)
+
+
+def cmd_check(args) -> int:
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    print(f"{args.config}: valid ({len(config.sensors)} sensors, {len(config.uplinks)} uplinks)", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from gateway.service import Gateway
+    config = _load(args.config)
+    return asyncio.run(Gateway(config).run())
+
+
+def cmd_probe(args) -> int:
+    from gateway.probe import probe
+    config = _load(args.config)
+    return probe(config, args.sensor, args.count)
+
+
+def cmd_buffer(args) -> int:
+    from gateway import buffer
+    config = _load(args.config)
+    path = config.storage.path
+    if not path.exists():
+        print(f"no buffer at {path} (the gateway has not run with this config yet)", file=sys.stderr)
+        return 0
+    conn = buffer.open_connection(path, config.storage.durability)
+    if args.action == "stats":
+        data = buffer.stats(conn, [u.name for u in config.uplinks])
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            _print_stats(data)
+    elif args.retry:
+        moved = buffer.retry_dead_letters(conn)
+        print(f"{moved} dead letters moved back to pending", file=sys.stderr)
+    else:
+        for d in buffer.dead_letters(conn):
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.at_ms / 1000))
+            state = "retrying" if d.retry else "dead"
+            print(f"{at}\t{d.uplink}\t{buffer.reading_id(d.body)}\t{state}\t{d.reason}")
+    conn.close()
+    return 0
+
+
+def _print_stats(data: dict) -> None:
+    print(f"{'uplink':<20} {'pending':>10} {'oldest pending':>16} {'dead letters':>13}")
+    for name, u in data["uplinks"].items():
+        age = "-" if u["oldest_pending_age_s"] is None else f"{u['oldest_pending_age_s']:.1f}s"
+        print(f"{name:<20} {u['pending']:>10} {age:>16} {u['dead_letters']:>13}")
+    b = data["buffer"]
+    print(f"buffer: {b['readings']} readings, {b['evictions']} evicted")
+    if data["sensors"]:
+        print(f"\n{'sensor':<20} {'state':<10} {'failures':>8}  detail")
+        for sid, s in data["sensors"].items():
+            print(f"{sid:<20} {s['state']:<10} {s['failures']:>8}  {s['detail'] or ''}")
+
+
+def cmd_drivers(args) -> int:
+    from drivers.base import SensorOptions
+    base = set(SensorOptions.model_fields)
+    for name in sorted(registry.available()):
+        try:
+            cls = registry.load(name)
+        except registry.DriverLoadError as exc:
+            print(f"{name}: BROKEN: {exc}")
+            continue
+        print(f"{name}: {cls.summary}")
+        for key, field in cls.Options.model_fields.items():
+            if key in base:
+                continue
+            default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
+            print(f"    {key} ({default})" + (f": {field.description}" if field.description else ""))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "probe": cmd_probe, "buffer": cmd_buffer, "drivers": cmd_drivers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    for key, default in DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, default)
+    if args.config is None:
+        args.config = os.environ.get("GATEWAY_CONFIG") or str(DEFAULT_CONFIG)
+    logs.setup(args.log_level, args.log_format)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"config {args.config} is invalid; `gateway check -c {args.config}` lists the problems", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

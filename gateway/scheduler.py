@@ -1,0 +1,122 @@
+"""Runs each sensor on its own schedule, isolated from the others.
+
+- The n-th read of a polled sensor is due at start + n·interval (no drift);
+  slots missed while a read was slow are skipped, not burst.
+- Each read has a timeout and runs in the sensor's own thread, so a hung
+  device never stalls the event loop or another sensor. While a hung read has
+  not returned, no new read is started for that sensor.
+- A failing sensor is closed, backed off exponentially and reopened; its state
+  is logged on every change and recorded for `gateway buffer stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from drivers.base import Driver
+from gateway.backoff import Backoff
+from gateway.reading import Reading
+
+log = logging.getLogger(__name__)
+
+StateCallback = Callable[[str, str, str | None, int], None]
+
+
+class SensorRunner:
+    def __init__(self, driver: Driver, sink: Callable[[Reading], None], on_state: StateCallback):
+        self.driver = driver
+        self.options = driver.options
+        self.id = driver.options.id
+        self.sink = sink
+        self.on_state = on_state
+        self.state = "starting"
+        self.detail: str | None = None
+        self.failures = 0
+        self.reads = 0
+        self.last_reading: Reading | None = None
+        self.interval_override: float | None = None  # e.g. a river's fast interval while in alert
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sensor-{self.id}")
+        self._busy: asyncio.Future | None = None
+        self._opened = False
+        self._backoff = Backoff(max(self.options.interval, 1.0), max(self.options.interval, 300.0))
+
+    @property
+    def interval(self) -> float:
+        return self.interval_override or self.options.interval
+
+    def _set_state(self, state: str, detail: str | None = None) -> None:
+        if (state, detail) == (self.state, self.detail):
+            return
+        if state == "ok":
+            log.info("sensor %s (%s): reading", self.id, self.driver.name)
+        else:
+            log.warning("sensor %s (%s): %s%s", self.id, self.driver.name, state, f": {detail}" if detail else "")
+        self.state, self.detail = state, detail
+        self.on_state(self.id, state, detail, self.failures)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start, interval, n = loop.time(), self.interval, 0
+        try:
+            while True:
+                if not self.driver.event_driven:
+                    if self.interval != interval:  # re-anchor the grid on an interval change
+                        start, interval, n = loop.time(), self.interval, 0
+                    await asyncio.sleep(max(0.0, start + n * interval - loop.time()))
+                delay = await self.read_once()
+                if delay:
+                    await asyncio.sleep(delay)
+                if not self.driver.event_driven:
+                    n = max(n + 1, math.ceil((loop.time() - start) / interval))
+        finally:
+            await self.close()
+
+    async def read_once(self) -> float:
+        """One read; returns a backoff delay after a failure, else 0."""
+        loop = asyncio.get_running_loop()
+        if self._busy is not None and not self._busy.done():
+            self._set_state("hung", f"a read has not returned for more than {self.options.read_timeout:g}s")
+            return 0.0
+        timeout = self.options.read_timeout
+        try:
+            if not self._opened:
+                self._busy = loop.run_in_executor(self._executor, self.driver.open)
+                await asyncio.wait_for(asyncio.shield(self._busy), timeout)
+                self._opened = True
+            wait = self.interval if self.driver.event_driven else timeout
+            self._busy = loop.run_in_executor(self._executor, self.driver.read, wait)
+            readings = await asyncio.wait_for(asyncio.shield(self._busy), wait + timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any device failure: isolate, back off, reopen
+            self.failures += 1
+            detail = "read timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            delay = self._backoff.next()
+            self._set_state("failing", f"{detail} (retry in {delay:.0f}s)")
+            await self._close_driver()
+            return delay
+        self.failures = 0
+        self._backoff.reset()
+        for reading in readings:
+            self.reads += 1
+            self.last_reading = reading
+            self.sink(reading)
+        self._set_state("ok")
+        return 0.0
+
+    async def _close_driver(self) -> None:
+        self._opened = False
+        if self._busy is not None and not self._busy.done():
+            return  # the device thread is stuck; close when it returns
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.driver.close)
+        except Exception as exc:
+            log.debug("sensor %s: close failed: %s", self.id, exc)
+
+    async def close(self) -> None:
+        await asyncio.shield(self._close_driver())
+        self._executor.shutdown(wait=False, cancel_futures=True)

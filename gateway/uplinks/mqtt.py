@@ -1,0 +1,208 @@
+"""The MQTT uplink (SPEC §4): paho-mqtt 2.x, QoS 1 by default, a reading
+released only when its PUBACK arrives, a persistent session, a retained status
+with a last will, TLS, and reconnects with jittered exponential backoff.
+
+Each connection gets a fresh paho client: whatever was in flight when a
+connection dropped is sent again from SQLite by the delivery worker, so no
+message is kept only in paho's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.backoff import Backoff
+from gateway.buffer import Row
+from gateway.config import MqttUplinkConfig
+from gateway.fields import read_secret
+from gateway.uplinks.base import Transport, TransportLost
+
+log = logging.getLogger(__name__)
+
+
+def topic_for(template: str, gateway: str, row: Row) -> str:
+    if row.device is None:
+        template = template.replace("/{device}", "").replace("{device}", "")
+    elif "{device}" not in template:
+        template += "/{device}"
+    return template.format(gateway=gateway, sensor=row.sensor, kind=row.kind, device=row.device)
+
+
+class MqttTransport(Transport):
+    def __init__(self, config: MqttUplinkConfig, gateway: str):
+        self.config = config
+        self.name = config.name
+        self.gateway = gateway
+        self.batch = config.batch
+        self.window = config.window
+        url = urlsplit(config.url)
+        self.host = url.hostname
+        self.port = url.port or (8883 if config.tls else 1883)
+        self.status_topic = f"city/{gateway}/status"
+        self.client_id = config.client_id or f"{gateway}-{config.name}"
+        self.password = read_secret(config.password_file) if config.password_file else None
+        self._client: mqtt.Client | None = None
+        self._pending: dict[int, tuple[asyncio.Future, int]] = {}
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+
+    # --- connection ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._connect_loop(), name=f"mqtt-{self.name}")
+
+    async def ready(self) -> None:
+        await self._ready.wait()
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    def _new_client(self) -> mqtt.Client:
+        v5 = self.config.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=None if v5 else False,  # persistent session: in-flight state survives a reconnect
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            reconnect_on_failure=False,  # reconnects are ours, with jitter
+        )
+        client.max_inflight_messages_set(self.window)
+        if self.config.username:
+            client.username_pw_set(self.config.username, self.password)
+        if self.config.tls:
+            client.tls_set(
+                ca_certs=str(self.config.ca_file) if self.config.ca_file else None,
+                certfile=str(self.config.cert_file) if self.config.cert_file else None,
+                keyfile=str(self.config.key_file) if self.config.key_file else None,
+            )
+        client.will_set(self.status_topic, "offline", qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _connect_kwargs(self) -> dict:
+        if self.config.protocol != "5":
+            return {}
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = int(self.config.session_expiry)
+        return {"clean_start": False, "properties": props}
+
+    async def _connect_loop(self) -> None:
+        backoff = Backoff(1.0, self.config.reconnect_max)
+        while not self._stopping:
+            client = self._new_client()
+            self._lost = asyncio.Event()
+            try:
+                await asyncio.to_thread(client.connect, self.host, self.port, int(self.config.keepalive),
+                                        **self._connect_kwargs())
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                delay = backoff.next()
+                log.warning("uplink %s: cannot connect to %s:%s (%s); retrying in %.1fs",
+                            self.name, self.host, self.port, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            self._client = client
+            client.loop_start()
+            waits = [asyncio.ensure_future(self._ready.wait()), asyncio.ensure_future(self._lost.wait())]
+            done, _ = await asyncio.wait(waits, timeout=self.config.keepalive, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if not done:
+                log.warning("uplink %s: no CONNACK from %s:%s", self.name, self.host, self.port)
+                client.disconnect()
+            if self._ready.is_set():
+                backoff.reset()
+            await self._lost.wait()
+            await asyncio.to_thread(client.loop_stop)
+            if not self._stopping:
+                delay = backoff.next()
+                log.info("uplink %s: reconnecting in %.1fs", self.name, delay)
+                await asyncio.sleep(delay)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("uplink %s: broker %s:%s refused the connection: %s", self.name, self.host, self.port, reason_code)
+            return  # paho disconnects; _on_disconnect follows
+        client.publish(self.status_topic, "online", qos=1, retain=True)
+        log.info("uplink %s: connected to %s:%s (session present: %s)", self.name, self.host, self.port,
+                 flags.session_present)
+        self.loop.call_soon_threadsafe(self._ready.set)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.loop.call_soon_threadsafe(self._connection_lost, str(reason_code))
+
+    def _connection_lost(self, reason: str) -> None:
+        if self._ready.is_set() and not self._stopping:
+            log.warning("uplink %s: disconnected from %s:%s (%s)", self.name, self.host, self.port, reason)
+        self._ready.clear()
+        pending, self._pending = self._pending, {}
+        for fut, _ in pending.values():
+            if not fut.done():
+                fut.set_exception(TransportLost(reason))
+        self._lost.set()
+
+    # --- publishing ------------------------------------------------------------------------------
+
+    def group_key(self, row: Row) -> str:
+        return topic_for(self.config.topic, self.gateway, row)
+
+    def send(self, rows: list[Row]) -> asyncio.Future:
+        fut = self.loop.create_future()
+        client = self._client
+        if client is None or not self._ready.is_set():
+            fut.set_exception(TransportLost("not connected"))
+            return fut
+        payload = rows[0].body if self.batch == 1 else "[" + ",".join(r.body for r in rows) + "]"
+        try:
+            info = client.publish(self.group_key(rows[0]), payload, qos=self.config.qos)
+        except ValueError as exc:  # e.g. larger than MQTT allows: no retry can fix it
+            fut.set_result([f"publish refused: {exc}"] * len(rows))
+            return fut
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            fut.set_exception(TransportLost(mqtt.error_string(info.rc)))
+            return fut
+        self._pending[info.mid] = (fut, len(rows))
+        return fut
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        reason = str(reason_code) if reason_code.is_failure else None
+        self.loop.call_soon_threadsafe(self._acked, mid, reason)
+
+    def _acked(self, mid: int, reason: str | None) -> None:
+        entry = self._pending.pop(mid, None)
+        if entry is None:
+            return  # the status message, or an ack from before a reconnect
+        fut, n = entry
+        if not fut.done():
+            fut.set_result([None if reason is None else f"broker rejected the publish: {reason}"] * n)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        client = self._client
+        if client is not None and self._ready.is_set():
+            info = client.publish(self.status_topic, "offline", qos=1, retain=True)
+            try:
+                await asyncio.to_thread(info.wait_for_publish, 2.0)
+            except (RuntimeError, ValueError):
+                pass  # the will says "offline" anyway if this one is lost
+            client.disconnect()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if client is not None:
+            await asyncio.to_thread(client.loop_stop)

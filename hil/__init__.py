@@ -1,0 +1,1 @@
+"""Simulated hardware: physical models, and devices that speak the real wire formats."""
