@@ -73,6 +73,11 @@ class Driver:
     summary: ClassVar[str] = ""
     Options: ClassVar[type[SensorOptions]] = SensorOptions
     event_driven: ClassVar[bool] = False
+    # Distance sensors: does the device correct for air temperature itself? If
+    # not, the pipeline rescales `distance` from the speed of sound the device
+    # assumed to the one at the measured air temperature.
+    temperature_compensated: ClassVar[bool] = True
+    assumed_sound_speed: ClassVar[float] = 343.0  # m/s the device's distance is based on
 
     def __init__(self, options: SensorOptions):
         self.options = options
