@@ -170,6 +170,7 @@ class LoraModemDriver(Driver):
         self.link = SerialLink(options.port, options.baudrate or self.default_baudrate)
         self.counts: Counter[str] = Counter()  # frames, garbage, bad_frames, modem_errors
         self._out: list[Reading] = []
+        self._awaiting: str | None = None  # the command whose reply is awaited
         self._nodes = {canonical_node(k): v for k, v in options.nodes.items()}
 
     # --- to implement ---
@@ -223,7 +224,10 @@ class LoraModemDriver(Driver):
             self.on_packet(event)
         elif isinstance(event, Reply):
             if not event.ok:
-                self.count("modem_errors", f"modem answered {event.text!r}")
+                if self._awaiting is None:
+                    self.count("modem_errors", f"modem said {event.text!r} unasked")
+                else:
+                    self.counts["modem_errors"] += 1  # command() logs it with the command
             return event
         else:
             self.on_event(event)
@@ -234,16 +238,20 @@ class LoraModemDriver(Driver):
         Receive lines that arrive meanwhile are kept as readings."""
         self.link.write(text.encode("ascii") + self.terminator)
         deadline = time.monotonic() + (timeout or self.command_timeout)
-        while True:
-            line = self.link.read_until(self.terminator, deadline)
-            if line is None:
-                log.warning("%s on %s: no answer to %r", self.options.id, self.options.port, text)
-                return None
-            reply = self.handle_line(line)
-            if reply is not None:
-                if not reply.ok:
-                    log.warning("%s on %s: %r answered %r", self.options.id, self.options.port, text, reply.text)
-                return reply
+        self._awaiting = text
+        try:
+            while True:
+                line = self.link.read_until(self.terminator, deadline)
+                if line is None:
+                    log.warning("%s on %s: no answer to %r", self.options.id, self.options.port, text)
+                    return None
+                reply = self.handle_line(line)
+                if reply is not None:
+                    if not reply.ok:
+                        log.warning("%s on %s: %r answered %r", self.options.id, self.options.port, text, reply.text)
+                    return reply
+        finally:
+            self._awaiting = None
 
     def require_answer(self, text: str) -> Reply:
         """A command whose silence means the modem is not there."""

@@ -1,7 +1,7 @@
 """RAKwireless RAK3172 with RUI3 firmware in LoRa P2P mode (WIRE-FORMATS §4.1).
 
-Setup on every open: `AT` (is it there?), `AT+PRECV=0` (leave a receive left
-running), `AT+NWM=0` (P2P), `AT+P2P=freq:sf:bw:cr:preamble:txp`,
+Setup on every open: `AT` (is it there?), `AT+NWM=0` (P2P), `AT+PRECV=0`
+(end a receive left running), `AT+P2P=freq:sf:bw:cr:preamble:txp`,
 `AT+PRECV=65534` (receive until stopped). Packets arrive as
 `+EVT:RXP2P:<rssi>:<snr>:<hex>`, or from pre-RUI3 firmware as two lines,
 `+EVT:RXP2P, RSSI <r>, SNR <s>` then `+EVT:<hex>`.
@@ -96,8 +96,8 @@ class Rak3172(LoraModemDriver):
     def setup(self) -> None:
         o = self.options
         self.require_answer("AT")
-        self.command("AT+PRECV=0")
         self.command("AT+NWM=0")
+        self.command("AT+PRECV=0")
         self.command(f"AT+P2P={o.frequency}:{o.spreading_factor}:{o.bandwidth}:{CODING_RATES[o.coding_rate]}:"
                      f"{o.preamble}:{o.tx_power}")
         self.command("AT+PRECV=65534")

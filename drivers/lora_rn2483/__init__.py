@@ -88,3 +88,12 @@ class Rn2483(LoraModemDriver):
         if isinstance(event, RadioError):
             self.count("modem_errors", "radio_err (no packet before the timeout, or a bad one): listening again")
             self.command("radio rx 0")
+
+    def handle_line(self, line: bytes) -> Reply | None:
+        reply = super().handle_line(line)
+        if line.strip().startswith(b"radio_rx"):
+            try:
+                parse_line(line)
+            except FrameError:
+                self.command("radio rx 0")  # a mangled receive line still ended the reception
+        return reply
