@@ -33,6 +33,14 @@ class ModemSim(PtyDevice):
         super().__init__(link, terminator)
         self._failures: list[tuple[str, str]] = []
         self.dropped = 0  # packets sent while the modem was not listening
+        self.reset()
+
+    def start(self) -> "ModemSim":
+        self.reset()  # plugging in powers the module up afresh
+        return super().start()
+
+    def reset(self) -> None:
+        """Power-up state."""
 
     def reply(self, text: str) -> None:
         self.send(text.encode("ascii") + b"\r\n")
@@ -73,6 +81,8 @@ class Rak3172Sim(ModemSim):
     def __init__(self, link, legacy: bool = False):
         super().__init__(link)
         self.legacy = legacy
+
+    def reset(self) -> None:
         self.nwm = 1  # LoRaWAN after a factory reset
         self.p2p: str | None = None
         self.receiving = False
@@ -123,10 +133,12 @@ class Rn2483Sim(ModemSim):
 
     def __init__(self, link):
         super().__init__(link)
+        self.last_rssi, self.last_snr = -128, -128
+
+    def reset(self) -> None:
         self.paused = False
         self.armed = False
         self.settings: dict[str, str] = {}
-        self.last_rssi, self.last_snr = -128, -128
 
     @property
     def listening(self) -> bool:
@@ -217,11 +229,13 @@ class Es920lrSim(ModemSim):
     and source id on. In operation mode a written line is data to send."""
 
     def __init__(self, link, pan_id: str = "0001"):
-        super().__init__(link)
-        self.mode = "boot"
         self.pan_id = pan_id
-        self.settings: dict[str, str] = {}
+        super().__init__(link)
         self.sent: list[str] = []
+
+    def reset(self) -> None:
+        self.mode = "boot"
+        self.settings: dict[str, str] = {}
 
     @property
     def listening(self) -> bool:
