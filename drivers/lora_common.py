@@ -201,7 +201,8 @@ class LoraModemDriver(Driver):
 
     def read(self, timeout: float) -> list[Reading]:
         deadline = time.monotonic() + timeout
-        while not self._out:
+        # The deadline is checked here too: a babbling device must not keep read() from returning.
+        while not self._out and time.monotonic() < deadline:
             line = self.link.read_until(self.terminator, deadline)
             if line is None:
                 break

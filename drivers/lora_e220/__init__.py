@@ -52,7 +52,7 @@ class E220(LoraModemDriver):
 
     def read(self, timeout: float) -> list[Reading]:
         deadline = time.monotonic() + timeout
-        while not self._out:
+        while not self._out and time.monotonic() < deadline:  # a babbling line must not hold read()
             frame = self.link.read_some(deadline)
             if not frame:
                 break
