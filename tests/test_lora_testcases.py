@@ -65,3 +65,11 @@ def test_testcase(path, tmp_path):
     finally:
         driver.close()
         sim.stop()
+
+
+@pytest.mark.parametrize("name", sorted(DRIVERS))
+def test_sample_config_is_valid(name):
+    from gateway.config import load_config
+    config = load_config(ROOT / "drivers" / name / "sample.yaml")
+    (sensor,) = config.sensors
+    assert sensor.driver == name and sensor.nodes
