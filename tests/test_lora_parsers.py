@@ -236,3 +236,11 @@ def test_es920_channel_from_frequency():
     assert Es920Options.model_validate({**BASE, "driver": "lora_es920lr"}).channel == 14  # 923.2 MHz
     with pytest.raises(ValidationError, match="channel centre"):
         Es920Options.model_validate({**BASE, "driver": "lora_es920lr", "frequency": 923_300_000})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=64), _mutations(LPP_FRAMES + [b'{"level": 1.5}'])),
+       st.sampled_from(["cayenne_lpp", "json", "hex"]))
+def test_payload_decoding_never_raises(payload, fmt):
+    d = decode_payload(payload, fmt, {1: "t"})
+    assert d.quality in ("ok", "error") and (d.quality == "ok") == (d.error is None)
