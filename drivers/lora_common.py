@@ -281,7 +281,7 @@ class LoraModemDriver(Driver):
         if node is None:
             node = payload[:o.node_id_bytes].hex().upper() or "0"
             payload = payload[o.node_id_bytes:]
-        config = self._nodes.get(canonical_node(node or "0"))
+        config = self._nodes.get(canonical_node(node))
         if len(packet.payload) < o.node_id_bytes and packet.node is None:
             decoded = Decoded({}, "error", f"packet of {len(packet.payload)} bytes has no {o.node_id_bytes}-byte node id")
         else:
@@ -293,8 +293,12 @@ class LoraModemDriver(Driver):
             values["rssi"] = Value(packet.rssi, "dBm")
         if packet.snr is not None:
             values["snr"] = Value(packet.snr, "dB")
-        return self.reading(values, quality=decoded.quality, error=decoded.error,
-                            device=config.name if config else node)
+        return self.reading(values, quality=decoded.quality, error=decoded.error, device=self.device_name(node))
+
+    def device_name(self, node: str) -> str:
+        """The configured name of a node, else its id."""
+        config = self._nodes.get(canonical_node(node))
+        return config.name if config else node
 
 
 def signed_int(text: str) -> int:

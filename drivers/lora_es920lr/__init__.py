@@ -20,7 +20,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from drivers.lora_common import FrameError, LoraModemDriver, LoraOptions, Packet, Reply, canonical_node
+from drivers.lora_common import FrameError, LoraModemDriver, LoraOptions, Packet, Reply
 from gateway.reading import Reading, Value
 
 log = logging.getLogger(__name__)
@@ -100,11 +100,7 @@ class Es920lr(LoraModemDriver):
                 packet = Packet(bytes.fromhex(packet.payload.decode("ascii")), packet.rssi, packet.snr, packet.node)
             except (UnicodeDecodeError, ValueError):
                 self.count("bad_frames", f"node {packet.node}: data is not hex text")
-                return self.reading({"rssi": Value(packet.rssi, "dBm")}, quality="error", error="data field is not hex text",
-                                    device=self._name(packet.node))
+                return self.reading({"rssi": Value(packet.rssi, "dBm")}, quality="error",
+                                    error="data field is not hex text", device=self.device_name(packet.node))
         return super().to_reading(packet)
-
-    def _name(self, node: str) -> str:
-        config = self._nodes.get(canonical_node(node))
-        return config.name if config else node
 
