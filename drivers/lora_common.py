@@ -283,7 +283,8 @@ class LoraModemDriver(Driver):
             payload = payload[o.node_id_bytes:]
         config = self._nodes.get(canonical_node(node))
         if len(packet.payload) < o.node_id_bytes and packet.node is None:
-            decoded = Decoded({}, "error", f"packet of {len(packet.payload)} bytes has no {o.node_id_bytes}-byte node id")
+            decoded = Decoded({}, "error",
+                              f"packet of {len(packet.payload)} bytes has no {o.node_id_bytes}-byte node id")
         else:
             decoded = decode_payload(payload, o.payload, config.channels if config else {})
         if decoded.error:

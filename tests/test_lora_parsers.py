@@ -244,3 +244,14 @@ def test_es920_channel_from_frequency():
 def test_payload_decoding_never_raises(payload, fmt):
     d = decode_payload(payload, fmt, {1: "t"})
     assert d.quality in ("ok", "error") and (d.quality == "ok") == (d.error is None)
+
+
+def test_gateway_check_names_the_bad_radio_key():
+    from gateway.config import ConfigError, parse_config
+    text = ("gateway: {id: gw}\nsensors:\n  - id: lora-1\n    driver: lora_rn2483\n    interval: 10s\n"
+            "    port: /dev/ttyUSB0\n    tx_power: 20\n    frequency: 868100000\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "gw.yaml")
+    problems = sorted(str(p) for p in caught.value.problems)
+    assert problems[0].startswith("gw.yaml:7: sensors[0].tx_power:") and "13" in problems[0]
+    assert problems[1].startswith("gw.yaml:8: sensors[0].frequency:") and "920600000" in problems[1]

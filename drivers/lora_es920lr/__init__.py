@@ -38,7 +38,8 @@ class Es920Options(LoraOptions):
     @model_validator(mode="after")
     def _channel_plan(self) -> "Es920Options":
         if self.bandwidth != 125:
-            raise ValueError("es920lr: only bandwidth 125 kHz is supported (its 250/500 kHz channel plan is unverified)")
+            raise ValueError("es920lr: only bandwidth 125 kHz is supported "
+                             "(its 250/500 kHz channel plan is unverified)")
         if (self.frequency - FIRST_CHANNEL_HZ) % CHANNEL_STEP_HZ:
             raise ValueError("es920lr: frequency must be a channel centre, 920.6 MHz + n × 200 kHz")
         return self
