@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -80,10 +81,12 @@ def cmd_buffer(args) -> int:
     from gateway import buffer
     config = _load(args.config)
     path = config.storage.path
-    if not path.exists():
-        print(f"no buffer at {path} (the gateway has not run with this config yet)", file=sys.stderr)
-        return 0
-    conn = buffer.open_connection(path, config.storage.durability)
+    if path.exists():
+        conn = buffer.open_connection(path, config.storage.durability)
+    else:  # the same report, all zeros, without creating a file the daemon's user should own
+        print(f"no buffer at {path} yet (the gateway has not run with this config)", file=sys.stderr)
+        conn = sqlite3.connect(":memory:")
+        conn.executescript(buffer.SCHEMA)
     if args.action == "stats":
         data = buffer.stats(conn, [u.name for u in config.uplinks])
         if args.json:
@@ -146,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         args.config = os.environ.get("GATEWAY_CONFIG") or str(DEFAULT_CONFIG)
     logs.setup(args.log_level, args.log_format)
     # `kill -USR1 <pid>` writes every thread's stack to stderr: a hung daemon can be diagnosed in the field.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (ValueError, OSError, AttributeError):  # stderr without a file descriptor (embedded, captured)
+        pass
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
