@@ -68,7 +68,20 @@ def load(text: str, file: str) -> tuple[object, LineMap, list[Problem]]:
         lines.lines.setdefault(path, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
             out: dict = {}
+            merged: dict = {}
             for key_node, value_node in n.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    # `<<: *defaults` shares keys between sensors; keys written here win.
+                    sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                    for source in sources:
+                        value = build(source, path)
+                        if not isinstance(value, dict):
+                            problems.append(Problem(file, key_node.start_mark.line + 1, format_path(path),
+                                                    "<< merges a mapping (an anchor like *defaults)"))
+                            continue
+                        for k, v in value.items():
+                            merged.setdefault(k, v)
+                    continue
                 key = constructor.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
                     problems.append(Problem(file, key_node.start_mark.line + 1, format_path(path), "keys must be plain names"))
@@ -79,6 +92,8 @@ def load(text: str, file: str) -> tuple[object, LineMap, list[Problem]]:
                     problems.append(Problem(file, key_node.start_mark.line + 1, format_path(child), "duplicate key"))
                 lines.lines[child] = key_node.start_mark.line + 1
                 out[key] = build(value_node, child)
+            for k, v in merged.items():
+                out.setdefault(k, v)
             return out
         if isinstance(n, yaml.SequenceNode):
             return [build(item, path + (i,)) for i, item in enumerate(n.value)]
