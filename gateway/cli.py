@@ -115,19 +115,21 @@ def _print_stats(data: dict) -> None:
 
 def cmd_drivers(args) -> int:
     from drivers.base import SensorOptions
+    from gateway.keydoc import describe_keys
+    print("Keys every sensor takes:")
+    for line in describe_keys(SensorOptions):
+        print("    " + line)
     base = set(SensorOptions.model_fields)
     for name in sorted(registry.available()):
+        print()
         try:
             cls = registry.load(name)
         except registry.DriverLoadError as exc:
-            print(f"{name}: BROKEN: {exc}")
+            print(f"{name}  BROKEN, cannot be used: {exc}")
             continue
-        print(f"{name}: {cls.summary}")
-        for key, field in cls.Options.model_fields.items():
-            if key in base:
-                continue
-            default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
-            print(f"    {key} ({default})" + (f": {field.description}" if field.description else ""))
+        print(f"{name}  {cls.summary}".rstrip())
+        for line in describe_keys(cls.Options, skip=base):
+            print("    " + line)
     return 0
 
 
