@@ -52,13 +52,16 @@ def _load(path: str) -> Config:
 
 
 def cmd_check(args) -> int:
+    # The problems are plain `FILE:LINE: key.path: message` lines (SPEC §1), for
+    # editors and people; the verdict is a log record, so it follows --log-format.
     try:
         config = _load(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        log.error("%s: %d problem%s", args.config, len(exc.problems), "" if len(exc.problems) == 1 else "s")
         return 2
-    print(f"{args.config}: valid ({len(config.sensors)} sensors, {len(config.uplinks)} uplinks)", file=sys.stderr)
+    log.info("%s: valid (%d sensors, %d uplinks)", args.config, len(config.sensors), len(config.uplinks))
     return 0
 
 
