@@ -128,7 +128,9 @@ def cmd_drivers(args) -> int:
         try:
             cls = registry.load(name)
         except registry.DriverLoadError as exc:
-            print(f"{name}  BROKEN, cannot be used: {exc}")
+            cause = exc.__cause__
+            why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+            print(f"{name}  BROKEN, cannot be used ({registry.available()[name]}): {why}")
             continue
         print(f"{name}  {cls.summary}".rstrip())
         for line in describe_keys(cls.Options, skip=base):

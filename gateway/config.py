@@ -262,7 +262,7 @@ def _message(err: dict[str, Any], model: type[BaseModel]) -> str:
               "less_than": "less than", "less_than_equal": "at most"}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit}{_got(err)}"
+        return f"must be {bounds[kind]} {limit:g}{_got(err)}"
     msg = err["msg"]
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
@@ -317,6 +317,19 @@ class _Collector:
                 seen[value] = i
 
 
+def driver_problem(name: str, exc: registry.DriverLoadError) -> str:
+    """Why a driver cannot be used, in words a technician can act on."""
+    installed = registry.available()
+    cause = exc.__cause__
+    if name in installed and cause is not None:
+        return (f"driver {name!r} is installed but broken ({installed[name]}: {type(cause).__name__}: {cause}); "
+                "reinstall or remove its package")
+    close = difflib.get_close_matches(name, installed, n=1)
+    if name not in installed and close:
+        return f"unknown driver {name!r}; did you mean {close[0]}? (`gateway drivers` lists them)"
+    return str(exc)
+
+
 def parse_config(text: str, file: str = "<config>") -> Config:
     data, lines, problems = yamlsource.load(text, file)
     if data is None:
@@ -364,11 +377,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         try:
             driver = registry.load(name)
         except registry.DriverLoadError as exc:
-            message = str(exc)
-            close = difflib.get_close_matches(name, registry.available(), n=1)
-            if name not in registry.available() and close:
-                message = f"unknown driver {name!r}; did you mean {close[0]}? (`gateway drivers` lists them)"
-            out.add(("sensors", i, "driver"), message)
+            out.add(("sensors", i, "driver"), driver_problem(name, exc))
             continue
         sensors.append(out.validate(driver.Options, raw, ("sensors", i)))
 

@@ -42,7 +42,7 @@ def _type_name(annotation: Any, meta: list[Any]) -> str:
     for m in meta:
         for cls, sign, attr in ((Gt, ">", "gt"), (Ge, ">=", "ge"), (Lt, "<", "lt"), (Le, "<=", "le")):
             if isinstance(m, cls):
-                base += f" {sign} {getattr(m, attr)}"
+                base += f" {sign} {getattr(m, attr):g}"
     return base
 
 
