@@ -21,6 +21,13 @@ log = logging.getLogger("gateway")
 DEFAULTS = {"config": None, "log_level": "info", "log_format": "text"}
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (got {value})")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     # The common options may stand before or after the subcommand; SUPPRESS keeps
     # a subcommand's parser from overwriting a value given before it.
@@ -36,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common], help="validate the config, print every problem")
     probe = sub.add_parser("probe", parents=[common], help="read one sensor with its real driver; sends nothing")
     probe.add_argument("sensor")
-    probe.add_argument("--count", type=int, default=1)
+    probe.add_argument("--count", type=_positive_int, default=1, help="readings to take (default 1)")
     buf = sub.add_parser("buffer", parents=[common], help="inspect the buffer")
     bsub = buf.add_subparsers(dest="action", required=True)
     stats = bsub.add_parser("stats", parents=[common], help="pending, oldest age, dead letters per uplink")
