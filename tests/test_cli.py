@@ -49,39 +49,39 @@ def test_probe_prints_readings_in_the_shape_of_spec_3():
     assert stamps == sorted(stamps) and len(set(stamps)) == 3
 
 
-def test_probe_of_an_unknown_sensor_exits_1_naming_the_known_ones(capsys, monkeypatch):
+def test_probe_of_an_unknown_sensor_exits_1_naming_the_known_ones(capfd, monkeypatch):
     monkeypatch.chdir(REPO)
     code = cli.main(["probe", "-c", "config/demo.yaml", "river-9"])
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     assert code == 1
     assert out == ""
     assert "no sensor 'river-9' in config/demo.yaml (sensors: river-1, snow-1, beacons-1)" in err
 
 
-def test_probe_of_an_invalid_config_exits_2(tmp_path, capsys):
+def test_probe_of_an_invalid_config_exits_2(tmp_path, capfd):
     bad = tmp_path / "bad.yaml"
     bad.write_text("gateway: {id: gw-1}\nsensors:\n  - {id: s-1, driver: sim_snow, interval: 5}\n")
     code = cli.main(["probe", "-c", str(bad), "s-1"])
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     assert code == 2
     assert out == ""
     assert f"{bad}:3: sensors[0].interval: a duration needs a unit: write 5s (or ms, m, h)" in err
 
 
-def test_probe_count_must_be_positive(capsys):
+def test_probe_count_must_be_positive(capfd):
     with pytest.raises(SystemExit) as exc:
         cli.main(["probe", "-c", "config/demo.yaml", "river-1", "--count", "0"])
     assert exc.value.code == 2
-    assert "--count" in capsys.readouterr().err
+    assert "--count" in capfd.readouterr().err
 
 
 # A device that fails (DeviceError) makes probe exit 1: tests/test_plugins.py
 # covers it with plugin drivers whose device does not answer or fails mid-way.
 
 
-def test_drivers_lists_built_in_drivers_with_keys(capsys):
+def test_drivers_lists_built_in_drivers_with_keys(capfd):
     assert cli.main(["drivers"]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     blocks = {block.split()[0]: block.splitlines() for block in out.split("\n\n")}
     assert blocks["Keys"][0] == "Keys every sensor takes:"
     assert [line.split()[:3] for line in blocks["Keys"][1:4]] == [
@@ -101,10 +101,10 @@ def test_config_defaults_to_the_system_path_without_gateway_config(tmp_path):
     assert result.stderr.startswith("/etc/city-edge-gateway/gateway.yaml:0: (file): cannot read config")
 
 
-def test_common_options_work_before_and_after_the_command(tmp_path, capsys):
+def test_common_options_work_before_and_after_the_command(tmp_path, capfd):
     file = tmp_path / "g.yaml"
     file.write_text("gateway: {id: gw-1}\n")
     assert cli.main(["-c", str(file), "--log-level", "warning", "check"]) == 0
-    assert capsys.readouterr().err == ""  # the verdict is an info record, hidden at warning
+    assert capfd.readouterr().err == ""  # the verdict is an info record, hidden at warning
     assert cli.main(["check", "-c", str(file), "--log-format", "json"]) == 0
-    assert json.loads(capsys.readouterr().err)["level"] == "info"
+    assert json.loads(capfd.readouterr().err)["level"] == "info"

@@ -134,10 +134,10 @@ def secrets(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def check(argv: list[str], capsys) -> tuple[int, list[str]]:
+def check(argv: list[str], capfd) -> tuple[int, list[str]]:
     """Runs the real command in this process; returns the exit code and stderr lines."""
     code = cli.main(argv)
-    return code, capsys.readouterr().err.splitlines()
+    return code, capfd.readouterr().err.splitlines()
 
 
 def problems(lines: list[str]) -> list[re.Match]:
@@ -145,7 +145,7 @@ def problems(lines: list[str]) -> list[re.Match]:
 
 
 @pytest.mark.parametrize("name", list(MALFORMED))
-def test_check_reports_malformed_config_at_its_line_and_key(name, secrets, capsys):
+def test_check_reports_malformed_config_at_its_line_and_key(name, secrets, capfd):
     text, path, words = MALFORMED[name]
     text = text.replace("{tmp}", str(secrets))
     marked = [n for n, line in enumerate(text.splitlines(), 1) if line.endswith("# <-")]
@@ -153,7 +153,7 @@ def test_check_reports_malformed_config_at_its_line_and_key(name, secrets, capsy
     file = secrets / "gateway.yaml"
     file.write_text(text)
 
-    code, err = check(["check", "-c", str(file)], capsys)
+    code, err = check(["check", "-c", str(file)], capfd)
 
     assert code == 2
     found = problems(err)
@@ -167,23 +167,23 @@ def test_malformed_config_table_is_large_enough():
     assert len(MALFORMED) >= 12
 
 
-def test_every_problem_is_printed_one_per_line_in_line_order(tmp_path, capsys):
+def test_every_problem_is_printed_one_per_line_in_line_order(tmp_path, capfd):
     file = tmp_path / "three.yaml"
     file.write_text("gateway:\n  id: GW\n"                       # line 2: bad id
                     "storage:\n  durability: fast\n"             # line 4: not a choice
                     "uplinks:\n  - {name: out, type: console}\n"
                     "sensors:\n  - id: river-1\n    driver: sim_river\n    interval: 10\n"  # line 10: no unit
                     "  - id: snow-1\n    driver: sim_snow\n    interval: 1s\n    colour: red\n")  # line 14
-    code, err = check(["check", "-c", str(file)], capsys)
+    code, err = check(["check", "-c", str(file)], capfd)
     assert code == 2
     found = [(int(m["line"]), m["path"]) for m in problems(err)]
     assert found == [(2, "gateway.id"), (4, "storage.durability"), (10, "sensors[0].interval"),
                      (14, "sensors[1].colour")]
 
 
-def test_demo_config_is_valid(capsys, monkeypatch):
+def test_demo_config_is_valid(capfd, monkeypatch):
     monkeypatch.chdir(REPO)
-    code, err = check(["check", "-c", "config/demo.yaml"], capsys)
+    code, err = check(["check", "-c", "config/demo.yaml"], capfd)
     assert code == 0, err
     assert not problems(err)
     assert "valid (3 sensors, 1 uplinks)" in err[-1]
@@ -249,10 +249,10 @@ sensors:
 """
 
 
-def test_full_config_is_valid_and_typed(tmp_path, capsys):
+def test_full_config_is_valid_and_typed(tmp_path, capfd):
     file = tmp_path / "gateway.yaml"
     file.write_text(full_config(tmp_path))
-    code, err = check(["check", "-c", str(file)], capsys)
+    code, err = check(["check", "-c", str(file)], capfd)
     assert code == 0, err
     config = load_config(file)
     mqtt = config.uplinks[0]
@@ -263,32 +263,32 @@ def test_full_config_is_valid_and_typed(tmp_path, capsys):
     assert config.location_of(config.sensors[2]) == (34.3428, 134.0466)
 
 
-def test_a_config_without_uplinks_is_valid(tmp_path, capsys):
+def test_a_config_without_uplinks_is_valid(tmp_path, capfd):
     file = tmp_path / "gateway.yaml"
     file.write_text("gateway: {id: gw-1}\nsensors:\n  - {id: s-1, driver: sim_snow, interval: 1s}\n")
-    assert check(["check", "-c", str(file)], capsys)[0] == 0
+    assert check(["check", "-c", str(file)], capfd)[0] == 0
 
 
-def test_config_defaults_to_gateway_config_variable(tmp_path, capsys, monkeypatch):
+def test_config_defaults_to_gateway_config_variable(tmp_path, capfd, monkeypatch):
     file = tmp_path / "from-env.yaml"
     file.write_text("gateway:\n  id: Bad\n")
     monkeypatch.setenv("GATEWAY_CONFIG", str(file))
-    code, err = check(["check"], capsys)
+    code, err = check(["check"], capfd)
     assert code == 2
     assert [m["file"] for m in problems(err)] == [str(file)]
 
 
-def test_missing_config_file_is_an_error(tmp_path, capsys):
+def test_missing_config_file_is_an_error(tmp_path, capfd):
     file = tmp_path / "absent.yaml"
-    code, err = check(["check", "-c", str(file)], capsys)
+    code, err = check(["check", "-c", str(file)], capfd)
     assert code == 2
     assert f"{file}:0: (file): cannot read config: No such file or directory" in err
 
 
-def test_log_format_json_keeps_problem_lines_and_logs_json(tmp_path, capsys):
+def test_log_format_json_keeps_problem_lines_and_logs_json(tmp_path, capfd):
     bad = tmp_path / "bad.yaml"
     bad.write_text("gateway:\n  id: gw-1\n  colour: red\n")
-    code, err = check(["--log-format", "json", "check", "-c", str(bad)], capsys)
+    code, err = check(["--log-format", "json", "check", "-c", str(bad)], capfd)
     assert code == 2
     assert [(m["line"], m["path"]) for m in problems(err)] == [("3", "gateway.colour")]
     verdict = json.loads(err[-1])
@@ -296,7 +296,7 @@ def test_log_format_json_keeps_problem_lines_and_logs_json(tmp_path, capsys):
 
     good = tmp_path / "good.yaml"
     good.write_text("gateway: {id: gw-1}\n")
-    code, err = check(["check", "--log-format", "json", "-c", str(good)], capsys)
+    code, err = check(["check", "--log-format", "json", "-c", str(good)], capfd)
     assert code == 0
     assert json.loads(err[-1])["message"] == f"{good}: valid (0 sensors, 0 uplinks)"
 
@@ -312,10 +312,10 @@ def test_installed_command_exits_2_with_the_problem_lines(tmp_path):
     assert f"{bad}:5: sensors[0].interval: no space inside a duration: write 10s (got '10 s')" in result.stderr
 
 
-def test_run_refuses_an_invalid_config_with_exit_2(tmp_path, capsys):
+def test_run_refuses_an_invalid_config_with_exit_2(tmp_path, capfd):
     bad = tmp_path / "bad.yaml"
     bad.write_text("gateway:\n  id: gw-1\nuplinks:\n  - {name: m, type: mqtt, url: 'mqtt://127.0.0.1:0'}\n")
-    code, err = check(["run", "-c", str(bad)], capsys)
+    code, err = check(["run", "-c", str(bad)], capfd)
     assert code == 2
     assert [m["path"] for m in problems(err)] == ["uplinks[0].url"]
     assert f"`gateway check -c {bad}`" in err[-1]
