@@ -347,8 +347,10 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     gateway = None
     if "gateway" not in data:
         out.problems.append(Problem(file, 1, "gateway", "required section is missing (gateway: with at least an id)"))
-    elif out.mapping(data["gateway"], ("gateway",)):
-        gateway = out.validate(GatewaySection, data["gateway"], ("gateway",))
+    else:
+        section = {} if data["gateway"] is None else data["gateway"]  # an empty `gateway:` misses its id
+        if out.mapping(section, ("gateway",)):
+            gateway = out.validate(GatewaySection, section, ("gateway",))
     storage = StorageSection()
     if data.get("storage") is not None and out.mapping(data["storage"], ("storage",)):
         storage = out.validate(StorageSection, data["storage"], ("storage",))

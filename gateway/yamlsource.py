@@ -49,6 +49,20 @@ class LineMap:
         return 1
 
 
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem, with where the construct it was reading began (an
+    unclosed bracket is reported where parsing gave up, lines later)."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    column = f" at column {exc.problem_mark.column + 1}" if getattr(exc, "problem_mark", None) else ""
+    context, at = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    reason = problem + column
+    if context and at:
+        reason += f" ({context} from line {at.line + 1})"
+    if "'\\t'" in problem:
+        reason += "; indent with spaces, not tabs"
+    return reason
+
+
 def load(text: str, file: str) -> tuple[object, LineMap, list[Problem]]:
     """Parse YAML text; returns (data, line map, problems). Data is None when unparsable."""
     lines = LineMap()
@@ -57,9 +71,9 @@ def load(text: str, file: str) -> tuple[object, LineMap, list[Problem]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark else 1
-        reason = getattr(exc, "problem", None) or str(exc)
-        return None, lines, [Problem(file, line, "(yaml)", f"not valid YAML: {reason}")]
+        # "unexpected end of stream" points one past the last line; editors want a real line.
+        line = min(mark.line + 1, len(text.splitlines()) or 1) if mark else 1
+        return None, lines, [Problem(file, line, "(yaml)", f"not valid YAML: {_yaml_reason(exc)}")]
     if node is None:
         return {}, lines, []
     constructor = yaml.SafeLoader("")
