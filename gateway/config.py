@@ -312,7 +312,8 @@ class _Collector:
             if not isinstance(value, str):
                 continue
             if value in seen:
-                self.add((section, i, key), f"duplicate {what} {value!r} (first at line {self.lines.line_of((section, seen[value], key))})")
+                first = self.lines.line_of((section, seen[value], key))
+                self.add((section, i, key), f"duplicate {what} {value!r} (first at line {first})")
             else:
                 seen[value] = i
 
