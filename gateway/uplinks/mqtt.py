@@ -51,6 +51,7 @@ class MqttTransport(Transport):
         self.password = read_secret(config.password_file) if config.password_file else None
         self._client: mqtt.Client | None = None
         self._pending: dict[int, tuple[asyncio.Future, int]] = {}
+        self._topics: dict[tuple, str] = {}
         self._ready = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task | None = None
@@ -160,7 +161,13 @@ class MqttTransport(Transport):
     # --- publishing ------------------------------------------------------------------------------
 
     def group_key(self, row: Row) -> str:
-        return topic_for(self.config.topic, self.gateway, row)
+        key = (row.sensor, row.kind, row.device)
+        topic = self._topics.get(key)
+        if topic is None:
+            if len(self._topics) > 10_000:  # many passing beacons: keep the cache bounded
+                self._topics.clear()
+            topic = self._topics[key] = topic_for(self.config.topic, self.gateway, row)
+        return topic
 
     def send(self, rows: list[Row]) -> asyncio.Future:
         fut = self.loop.create_future()
