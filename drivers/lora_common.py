@@ -85,8 +85,7 @@ class LoraOptions(SensorOptions):
 
     port: str = Field(description="serial device, e.g. /dev/serial/by-id/usb-…")
     baudrate: int | None = Field(None, description="serial speed (default: the modem's own)")
-    frequency: int = Field(923_200_000, ge=JP_FREQ_MIN, le=JP_FREQ_MAX,
-                           description="Hz, 920.6–928.0 MHz (ARIB STD-T108 channels)")
+    frequency: int = Field(923_200_000, description="Hz, 920.6–928.0 MHz (ARIB STD-T108 channels)")
     spreading_factor: int = Field(10, ge=7, le=12)
     bandwidth: Literal[125, 250, 500] = Field(125, description="kHz")
     coding_rate: Literal["4/5", "4/6", "4/7", "4/8"] = "4/5"
@@ -99,7 +98,9 @@ class LoraOptions(SensorOptions):
 
     @field_validator("frequency")
     @classmethod
-    def _on_grid(cls, v: int) -> int:
+    def _in_band(cls, v: int) -> int:
+        if not JP_FREQ_MIN <= v <= JP_FREQ_MAX:
+            raise ValueError(f"frequency {v} Hz is outside Japan's 920 MHz band, {JP_FREQ_MIN}–{JP_FREQ_MAX} Hz")
         if (v - JP_FREQ_MIN) % 100_000:
             raise ValueError(f"frequency {v} Hz is off the 920 MHz band's 100 kHz raster (e.g. 923200000)")
         return v

@@ -10,6 +10,7 @@ from drivers.lora_es920lr import Es920lr
 from drivers.lora_rak3172 import Rak3172
 from drivers.lora_rn2483 import Rn2483
 from hil.lora_modems import E220Sim, Es920lrSim, Rak3172Sim, Rn2483Sim
+from tests.helpers import wait_for  # noqa: F401  (re-exported for the LoRa tests)
 
 DRIVERS = {
     "lora_rak3172": (Rak3172, Rak3172Sim),
@@ -18,17 +19,6 @@ DRIVERS = {
     "lora_es920lr": (Es920lr, Es920lrSim),
 }
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_for(condition, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def make_driver(name: str, port: Path, **keys):

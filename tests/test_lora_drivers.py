@@ -11,7 +11,7 @@ import pytest
 from drivers.base import DeviceError
 from hil.lora_modems import LppNode, lpp_temperature_humidity
 from hil.pty_device import PtyDevice
-from lora_support import DRIVERS, make_driver, read_readings, wait_for
+from tests.lora_support import DRIVERS, make_driver, read_readings, wait_for
 
 LPP = lpp_temperature_humidity(21.5, 63.0)  # ch1 21.5 °C, ch2 63 %
 

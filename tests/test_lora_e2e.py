@@ -6,14 +6,12 @@ goes on without a restart."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 
 from hil.lora_modems import lpp_temperature_humidity
-from lora_support import DRIVERS, ROOT, wait_for
+from tests.helpers import GatewayProcess
+from tests.lora_support import DRIVERS, wait_for
 
 SENSORS = {  # sensor id -> (driver, extra YAML keys)
     "rak": ("lora_rak3172", "nodes: {'0': {name: river-mouth, channels: {1: water_temperature}}}"),
@@ -71,11 +69,9 @@ def test_gateway_run_reads_every_lora_modem_and_survives_replug(tmp_path):
     sims = {sid: DRIVERS[driver][1](tmp_path / sid).start() for sid, (driver, _) in SENSORS.items()}
     config = tmp_path / "gateway.yaml"
     config.write_text(_config(tmp_path))
-    out, err = tmp_path / "out.jsonl", tmp_path / "stderr.log"
-    log = lambda: err.read_text(errors="replace")  # noqa: E731
-    with open(err, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(config)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=stderr)
+    out = tmp_path / "out.jsonl"
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start()
+    log = gateway.log_text
     try:
         first = _deliver_all(sims, out, 21.5, log)
         by_sensor = {r["sensor"]: r for r in first}
@@ -94,13 +90,12 @@ def test_gateway_run_reads_every_lora_modem_and_survives_replug(tmp_path):
             sim.start()
         after = _deliver_all(sims, out, -2.5, log)
         assert {r["sensor"] for r in after} == set(SENSORS)
-        assert proc.poll() is None  # the same gateway process, never restarted
+        assert gateway.proc.poll() is None  # the same gateway process, never restarted
         assert sims["rn"].commands().count("mac pause") == 2  # setup ran again on the replugged modem
     except AssertionError as exc:
         raise AssertionError(f"{exc}\ngateway log:\n{log()}") from None
     finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=15)
+        code = gateway.terminate(timeout=15)
         for sim in sims.values():
             sim.stop()
     assert code == 0, log()

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from lora_support import DRIVERS, ROOT, as_expected, make_driver, read_readings, wait_for
+from tests.lora_support import DRIVERS, ROOT, as_expected, make_driver, read_readings, wait_for
 
 CASES = sorted(ROOT.glob("drivers/lora_*/testcases/*/expected.json"))
 
