@@ -132,10 +132,9 @@ class Sr50a(SerialDistanceDriver):
         self._next_poll = 0.0
 
     def feed(self, data: bytes) -> list[Sample]:
-        samples = super().feed(data)
-        if samples:
-            self._next_poll = 0.0  # answered (or sent unsolicited): ask for the next one now
-        return samples
+        if ETX in data:  # a packet ended (good or bad): the sensor is free, ask for the next one now
+            self._next_poll = 0.0
+        return super().feed(data)
 
     def poll(self) -> None:
         now = time.monotonic()
