@@ -231,8 +231,9 @@ class Sr50aDevice(DistanceDevice):
     def fault_bytes(self, fault: str) -> bytes:
         form, scale, none = self.FORMATS[self.units]
         good = self.frame(self.measured())
+        # Noise or a cut packet on the line, then the answer: a poll is still answered.
         if fault == "partial":
-            return good[: len(good) // 2]
+            return good[: len(good) // 2] + good
         if fault == "bad_checksum":
             return self.packet(form.format(self.measured() * scale), corrupt=True)
         if fault == "error_code":
@@ -241,7 +242,7 @@ class Sr50aDevice(DistanceDevice):
             return self.packet(form.format(12.5 * scale))
         if fault == "low_quality":
             return self.packet(form.format(self.measured() * scale), quality=450)
-        return self.garbage().replace(b"\x03", b"").replace(b"\x02", b"")
+        return self.garbage().replace(b"\x03", b"").replace(b"\x02", b"") + good
 
     def on_command(self, command: bytes) -> None:
         if command.strip() == f"p{self.address}".encode():
