@@ -313,3 +313,10 @@ def test_defaults_are_the_devices_own():
     assert (o.address, o.units, o.samples, o.kind) == ("33", "mm", 11, "snow_depth")
     assert make("maxbotix").options.range_m == 5
     assert make("a02yyuw").options.unit == "mm"
+
+
+@pytest.mark.parametrize("name", sorted(DRIVERS))
+def test_sample_config_is_valid(name):
+    from gateway.config import load_config
+    config = load_config(str(ROOT / "drivers" / name / "sample.yaml"))
+    assert [s.driver for s in config.sensors] == [name]
