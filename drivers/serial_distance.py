@@ -109,8 +109,8 @@ class SerialDistanceDriver(Driver):
         values: dict[str, Value] = {}
         if distance is not None:
             values["distance"] = Value(round(distance, 4), "m")
-            for name in dict(used[0].extra):
-                values[name] = Value(statistics.median(dict(s.extra)[name] for s in used))
+            for name in dict.fromkeys(name for s in used for name, _ in s.extra):
+                values[name] = Value(statistics.median(dict(s.extra)[name] for s in used if name in dict(s.extra)))
         return self.reading(values, quality=quality, error=error)
 
     # --- I/O ---------------------------------------------------------------------------------------

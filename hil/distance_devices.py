@@ -170,9 +170,16 @@ class A02yyuwDevice(DistanceDevice):
     compensates = False
     assumed_sound_speed = 340.0
 
-    def __init__(self, link, scene: Scene | None = None, *, unit: str = "mm", **kw):
-        super().__init__(link, scene or Scene("river_level", 4.5), **kw)
+    def __init__(self, link, scene: Scene | None = None, *, unit: str = "mm", triggered: bool = False, **kw):
+        # Triggered (JSN-SR04T mode 3): silent until the host sends 0x55, then one frame.
+        super().__init__(link, scene or Scene("river_level", 4.5), terminator=b"\x55", **kw)
         self.unit = unit
+        if triggered:
+            self.period = None
+
+    def on_command(self, command: bytes) -> None:
+        if self.period is None:
+            self.emit()
 
     @staticmethod
     def raw_frame(value: int, corrupt: bool = False) -> bytes:

@@ -313,3 +313,20 @@ def test_sample_config_is_valid(name):
     from gateway.config import load_config
     config = load_config(str(ROOT / "drivers" / name / "sample.yaml"))
     assert [s.driver for s in config.sensors] == [name]
+
+
+def test_a02yyuw_trigger_mode_sends_0x55_per_frame(sim, opened):
+    """JSN-SR04T mode 3 / v3 serial mode: the module answers each 0x55 with one frame."""
+    dev = sim(A02yyuwDevice, "jsn", triggered=True)
+    dev.distance = 0.75
+    driver = opened("a02yyuw", dev.link, samples=4, trigger=True)
+    [r] = driver.read(5.0)
+    assert r.quality == "ok" and r.value("distance") == pytest.approx(0.75)
+    assert len(dev.received) >= 4 and dev.frames_sent >= 4
+
+
+def test_a02yyuw_triggered_module_is_silent_without_trigger(sim, opened):
+    dev = sim(A02yyuwDevice, "jsn", triggered=True)
+    driver = opened("a02yyuw", dev.link, samples=1)
+    with pytest.raises(DeviceError, match="no data"):
+        driver.read(0.5)

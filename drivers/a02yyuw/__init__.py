@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from pydantic import Field
@@ -11,6 +12,8 @@ from drivers.serial_distance import Sample, SerialDistanceDriver, SerialDistance
 
 HEADER = 0xFF
 FRAME_LEN = 4
+TRIGGER = b"\x55"  # JSN-SR04T mode 3 and v3 serial mode: one frame per 0x55
+TRIGGER_RETRY = 0.3  # s without an answer before triggering again
 LOWER_LIMIT_MM = 30  # DFRobot's sample and ESPHome treat <= 30 mm as "below the lower limit"
 # Sentinels DFRobot documents for SEN0754, which uses the same frame; no real
 # distance comes near them, so reading them as codes is safe for every model.
@@ -62,6 +65,7 @@ def scan_frames(buffer: bytes) -> tuple[list[int], int, bytes]:
 class A02yyuwOptions(SerialDistanceOptions):
     unit: Literal["mm", "cm"] = Field("mm", description="unit of the frame value: mm (A02YYUW, JSN-SR04T), cm (SEN0627)")
     max_range: float = Field(6.0, gt=0, description="m; a larger distance is suspect (A02YYUW 4.5, JSN-SR04T 6)")
+    trigger: bool = Field(False, description="send 0x55 for each frame (JSN-SR04T mode 3 / v3 serial mode)")
 
 
 class A02yyuw(SerialDistanceDriver):
@@ -71,6 +75,23 @@ class A02yyuw(SerialDistanceDriver):
     # compensation; the JSN manual converts with 340 m/s. The pipeline corrects.
     temperature_compensated = False
     assumed_sound_speed = 340.0
+
+    def __init__(self, options: A02yyuwOptions):
+        super().__init__(options)
+        self._next_trigger = 0.0
+
+    def poll(self) -> None:
+        # Triggered modes answer 0x55 with one frame; free-running modes need nothing.
+        now = time.monotonic()
+        if self.options.trigger and now >= self._next_trigger:
+            self.link.write(TRIGGER)
+            self._next_trigger = now + TRIGGER_RETRY
+
+    def feed(self, data: bytes) -> list[Sample]:
+        samples = super().feed(data)
+        if samples:
+            self._next_trigger = 0.0  # answered: trigger the next one now
+        return samples
 
     def classify(self, raw: int) -> Sample:
         if raw in CODES:
