@@ -5,10 +5,16 @@ simulated USB unplug and replug is survived without a restart."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from drivers.a02yyuw import A02yyuw
+from drivers.maxbotix import Maxbotix
+from drivers.sr50a import Sr50a
 from hil.distance_devices import A02yyuwDevice, MaxbotixDevice, Sr50aDevice
 from tests.helpers import GatewayProcess, wait_for, write_config
 
@@ -81,3 +87,27 @@ def test_gateway_run_reads_each_serial_simulator_and_survives_unplug(rig):
     # The other sensors went on meanwhile.
     assert len([r for r in readings(out) if r["sensor"] == "snow-sr50a"]) > len(seen["snow-sr50a"])
     assert gateway.terminate(15) == 0
+
+
+def test_run_serial_sims_serves_every_driver(tmp_path):
+    """hil/run_serial_sims.py, as a config/hil.yaml would use it: links appear, drivers read them, SIGTERM stops it."""
+    links = {name: tmp_path / "dev" / name for name in ("maxbotix", "a02yyuw", "sr50a")}
+    proc = subprocess.Popen([sys.executable, "-m", "hil.run_serial_sims", "--sr50a-delay", "0.05", "--time-scale", "60",
+                             *[arg for name, link in links.items() for arg in (f"--{name}", str(link))]],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: all(link.is_symlink() for link in links.values()), 20, what="the simulators' links")
+        for name, cls in (("maxbotix", Maxbotix), ("a02yyuw", A02yyuw), ("sr50a", Sr50a)):
+            driver = cls(cls.Options(id=name, driver=name, interval="1s", port=str(links[name]), samples=3))
+            driver.open()
+            try:
+                [r] = driver.read(5.0)
+            finally:
+                driver.close()
+            assert r.quality == "ok" and 0.5 < r.value("distance") < 4.5, (name, r)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert out.count(" at ") == 3
+    assert not any(link.exists() for link in links.values())  # unplugged on the way out
