@@ -330,3 +330,10 @@ def test_a02yyuw_triggered_module_is_silent_without_trigger(sim, opened):
     driver = opened("a02yyuw", dev.link, samples=1)
     with pytest.raises(DeviceError, match="no data"):
         driver.read(0.5)
+
+
+def test_sr50a_address_must_be_a_quoted_string():
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError, match='write the address in quotes'):
+        make("sr50a", address=7)
+    assert make("sr50a", address="07").options.address == "07"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from drivers.serial_distance import Sample, SerialDistanceDriver, SerialDistanceOptions
 
@@ -81,9 +81,19 @@ def split_packets(buffer: bytes) -> tuple[list[bytes], int, bytes]:
     return packets, junk, rest
 
 
+def _quoted(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML reads 33 as a number and 07 as 7: the address must keep its digits.
+        raise ValueError(f'write the address in quotes, e.g. "33" (got the number {value})')
+    return value
+
+
+Address = Annotated[str, BeforeValidator(_quoted), Field(pattern=r"^[0-9A-Za-z]{1,2}$")]
+
+
 class Sr50aOptions(SerialDistanceOptions):
     kind: Literal["river_level", "snow_depth"] = "snow_depth"
-    address: str = Field("33", pattern=r"^[0-9A-Za-z]{1,2}$", description="the sensor's RS-232 address")
+    address: Address = Field("33", description="the sensor's RS-232 address, a string")
     units: Literal["m", "cm", "mm", "ft", "in"] = Field("mm", description="the sensor's Output Units setting")
     samples: int = Field(11, ge=1, le=100, description="polls per reading; the reading is their median (manual: 11)")
     max_quality: int = Field(300, ge=152, le=600, description="quality numbers above this are suspect (600 worst)")
