@@ -50,7 +50,7 @@ class Sample:
 
 class SerialDistanceOptions(DistanceOptions):
     port: str = Field(..., description="serial device path, e.g. /dev/serial/by-id/usb-FTDI_…")
-    baudrate: int = Field(9600, gt=0)
+    baudrate: int = Field(9600, gt=0, description="the device's own speed (8N1)")
     samples: int = Field(5, ge=1, le=100, description="samples per reading; the reading is their median")
 
 
