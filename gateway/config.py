@@ -83,7 +83,9 @@ class MqttUplinkConfig(UplinkBase):
     session_expiry: Duration = 86_400.0
     keepalive: Duration = 30.0
     reconnect_max: Duration = 30.0
-    format: Literal["json"] = "json"
+    format: Literal["json", "iota-json"] = "json"
+    apikey: str | None = Field(None, description="iota-json: the IoT Agent service's API key")
+    attributes: dict[str, str] = Field({}, description="iota-json: value name -> short attribute name")
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -112,6 +114,8 @@ class MqttUplinkConfig(UplinkBase):
             raise ValueError("cert_file and key_file go together (mutual TLS)")
         if self.password_file is not None and self.username is None:
             raise ValueError("password_file needs a username")
+        if self.format == "iota-json" and not self.apikey:
+            raise ValueError("format iota-json needs an apikey")
         return self
 
     @property
@@ -127,6 +131,10 @@ class NgsiLdUplinkConfig(UplinkBase):
     ca_file: ReadableFile | None = None
     core_context: str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
     timeout: Duration = 10.0
+    batch: int = Field(500, ge=1, le=10_000, description="readings per send (several requests: temporal + upsert)")
+    max_request_bytes: int = Field(1_000_000, ge=10_000, le=1_048_575, description="upsert/temporal body limit")
+    heartbeat: Duration = Field(60.0, description="how often the gateway's own Device entity is refreshed")
+    reconnect_max: Duration = 30.0
 
     @field_validator("url")
     @classmethod
