@@ -23,6 +23,7 @@ import json
 import re
 import socket
 import threading
+import time
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -257,6 +258,8 @@ class NgsiBroker:
         self.instances: dict[tuple[str, str], list[dict]] = {}  # (id, attr) -> temporal instances, arrival order
         self.invalid: list[tuple[str, str]] = []  # (path, problem)
         self.log: list[tuple[str, int, int]] = []  # (path, status, entities)
+        self.times: list[float] = []  # monotonic arrival time of each logged request
+        self.upserted: list[tuple[str, dict]] = []  # (id, entity) of every accepted upsert, in order
         self.tenants: set[str | None] = set()
         self.fail_next: list[tuple[int, dict, bytes]] = []
         self.reject: dict[str, str] = {}  # entity id -> why the broker refuses it (207 error)
@@ -349,6 +352,7 @@ class NgsiBroker:
         with self.lock:
             answer = self._handle(method, url.path, url.query, headers, body)
             self.log.append((url.path, answer[0], 0))
+            self.times.append(time.monotonic())
             return answer
 
     def _handle(self, method: str, path: str, query: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
@@ -418,6 +422,7 @@ class NgsiBroker:
             if self.temporal:
                 self._store_instances(e)
             success.append(eid)
+            self.upserted.append((eid, copy.deepcopy(e)))
         if errors:
             body = {"success": success, "errors": errors}
             return 207, {"Content-Type": "application/json"}, json.dumps(body).encode()
