@@ -262,6 +262,7 @@ class NgsiBroker:
         self.upserted: list[tuple[str, dict]] = []  # (id, entity) of every accepted upsert, in order
         self.tenants: set[str | None] = set()
         self.fail_next: list[tuple[int, dict, bytes]] = []
+        self.fail_on: list[tuple[str, tuple[int, dict, bytes]]] = []  # (path part, answer): the next such request
         self.reject: dict[str, str] = {}  # entity id -> why the broker refuses it (207 error)
         self.lock = threading.Lock()
         self.port = 0
@@ -360,6 +361,10 @@ class NgsiBroker:
             return problem(401, "Unauthorized", kind="Unauthorized")
         if self.fail_next:
             return self.fail_next.pop(0)
+        for i, (part, answer) in enumerate(self.fail_on):
+            if part in path:
+                del self.fail_on[i]
+                return answer
         if len(body) > self.max_body:
             return problem(413, "Payload Too Large", f"{len(body)} bytes; at most {self.max_body}",
                            kind="RequestEntityTooLarge")

@@ -119,6 +119,15 @@ def test_the_broker_is_strict():
     assert any("[lon, lat]" in p for p in check_entity(e2, mapping.SDM_CONTEXTS["FloodMonitoring"], CORE_V18))
 
 
+def test_an_ngsi_ld_uplink_needs_a_location_for_every_sensor():
+    from gateway.config import ConfigError, parse_config
+    text = ("gateway: {id: g}\nuplinks:\n  - {name: orion, type: ngsi-ld, url: 'http://127.0.0.1:1026'}\n"
+            "sensors:\n  - {id: river-1, driver: sim_river, interval: 1s}\n")
+    with pytest.raises(ConfigError, match="needs a location for every sensor"):
+        parse_config(text)
+    parse_config(text.replace("{id: g}", "{id: g, location: [34.34, 134.05]}"))
+
+
 def test_retry_after_header_forms():
     assert retry_after("3") == 3.0
     assert retry_after(None) is None
@@ -228,6 +237,19 @@ def test_backlog_goes_to_the_temporal_store_oldest_first_then_current_state(tmp_
     assert broker.count("/temporal/entities") == 1, "one temporal request for the river's four older readings"
     assert broker.history(eid, "currentLevel") == levels
     assert broker.entities[eid]["currentLevel"]["value"] == 1.4
+
+
+def test_a_retried_send_does_not_write_accepted_instances_twice(tmp_path, broker):
+    h = Harness(tmp_path, broker.url, reconnect_max="1s")
+    broker.fail_on.append(("/upsert", (503, {"Retry-After": "0"}, b"")))  # after the temporal POST went through
+    levels = [1.0, 1.1, 1.2]
+    for lv in levels:
+        river(h, lv)
+    h.run()
+    eid = "urn:ngsi-ld:FloodMonitoring:test-gw.river-1"
+    assert [s for _, s, _ in broker.log] == [201, 503, 201]
+    assert broker.history(eid, "currentLevel") == levels
+    assert broker.entities[eid]["currentLevel"]["value"] == 1.2
 
 
 def test_without_a_temporal_store_the_backlog_is_replayed_in_order_through_upsert(tmp_path):

@@ -43,9 +43,11 @@ from gateway.reading import format_time
 from gateway.uplinks.base import TransientError, Transport
 
 log = logging.getLogger(__name__)
+logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per request
 
 UPSERT = "/ngsi-ld/v1/entityOperations/upsert"
 TEMPORAL = "/ngsi-ld/v1/temporal/entities"
+TEMPORAL_PROBE = 3600.0  # s between asks whether a broker without a temporal store has gained one
 LINK = '<{}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 
 
@@ -111,6 +113,7 @@ class NgsiLdTransport(Transport):
         gw = getattr(app_config, "gateway", None)
         self.location = getattr(gw, "location", None)
         self.temporal = True  # until the broker says it has no temporal store
+        self._temporal_probe_at = 0.0  # when to ask again (a broker may be restarted with TRoE)
         self.requests = 0  # for the bench and status
         self._latest: dict[str, str] = {}  # entity id -> observedAt of the newest upserted
         self._latest_entity: dict[str, dict] = {}
@@ -189,6 +192,8 @@ class NgsiLdTransport(Transport):
             if seq:
                 backlog[eid] = seq
         pending = {id(it): it for it in items}  # items not yet settled, by identity
+        if not self.temporal and time.monotonic() >= self._temporal_probe_at:
+            self.temporal = True
         if backlog and self.temporal:
             for eid, seq in backlog.items():
                 await self._temporal(seq, out, pending)
@@ -253,6 +258,7 @@ class NgsiLdTransport(Transport):
                 log.warning("uplink %s: the broker has no temporal store (%s); replaying backlogs through upsert",
                             self.name, _problem(resp))
                 self.temporal = False
+                self._temporal_probe_at = time.monotonic() + TEMPORAL_PROBE
                 return
             elif resp.status_code == 413 and len(chunk) > 1:
                 half = len(chunk) // 2
