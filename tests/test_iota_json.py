@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 
-import paho.mqtt.client as mqtt
 import pytest
-import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.buffer import Row
 from gateway.config import ConfigError, parse_config
 from gateway.uplinks.mqtt import iota_device_id, iota_measures
-from tests.test_ngsi_ld import wait_for
+from tests.helpers import GatewayProcess, Subscriber, wait_for, write_config
 
 
 def test_measures_use_the_configured_short_names_and_carry_the_time():
@@ -39,59 +29,21 @@ def test_iota_json_needs_an_apikey():
         parse_config(text)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mosquitto(tmp_path):
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n")
-    proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-
-    def listening() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-    wait_for(listening, 10, what="mosquitto")
-    yield port
-    proc.terminate()
-    proc.wait(10)
-
-
-def test_gateway_publishes_iota_json_measures(tmp_path, mosquitto):
-    got: list[tuple[str, dict]] = []
-    lock = threading.Lock()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="iota-agent")
-
-    def on_message(client, userdata, msg):
-        with lock:
-            got.append((msg.topic, json.loads(msg.payload)))
-    sub.on_message = on_message
-    sub.on_connect = lambda c, *a: c.subscribe("/json/#", qos=1)
-    sub.connect("127.0.0.1", mosquitto)
-    sub.loop_start()
+def test_gateway_publishes_iota_json_measures(tmp_path, broker):
+    sub = Subscriber(broker.port, topic="/json/#", client_id="iota-agent")
     cfg = {"gateway": {"id": "test-gw", "location": [34.34, 134.05]},
            "storage": {"path": str(tmp_path / "buffer.db"), "commit_interval": "100ms"},
-           "uplinks": [{"name": "iota", "type": "mqtt", "url": f"mqtt://127.0.0.1:{mosquitto}",
+           "uplinks": [{"name": "iota", "type": "mqtt", "url": f"mqtt://127.0.0.1:{broker.port}",
                         "format": "iota-json", "apikey": "k3y", "attributes": {"water_level": "wl", "distance": "d"}}],
            "sensors": [{"id": "river-1", "driver": "sim_river", "interval": "100ms"}]}
-    (tmp_path / "gw.yaml").write_text(yaml.safe_dump(cfg))
-    log = open(tmp_path / "gw.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(tmp_path / "gw.yaml")],
-                            stdout=log, stderr=log)
+    gw = GatewayProcess(write_config(tmp_path / "gw.yaml", cfg), tmp_path / "gw.log").start()
     try:
-        wait_for(lambda: len(got) >= 3, 20, what="iota-json measures")
+        wait_for(lambda: len(sub.messages) >= 3, 20, what="iota-json measures")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        log.close()
-        sub.loop_stop()
-    with lock:
-        topic, measures = got[0]
+        assert gw.terminate() == 0
+        sub.stop()
+    topic, payload = sub.messages[0]
+    measures = json.loads(payload)
     assert topic == "/json/k3y/test-gw.river-1/attrs"
     assert set(measures) == {"wl", "d", "TimeInstant"}
     assert measures["TimeInstant"].endswith("Z")

@@ -10,22 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gateway import ngsi_ld_mapping as mapping
 from gateway.buffer import Buffer
 from gateway.config import NgsiLdUplinkConfig
 from gateway.delivery import Delivery
-from gateway.reading import Reading, Value, format_time
+from gateway.reading import Reading, Value
 from gateway.uplinks.ngsi_ld import NgsiLdTransport, retry_after
+from tests.helpers import GatewayProcess, wait_for, write_config
 from tests.ngsi_broker import CORE_V18, NgsiBroker, check_entity
 
 OUTAGE_S = float(os.environ.get("NGSI_OUTAGE_S", "5"))
@@ -33,19 +30,8 @@ GW = "test-gw"
 LEVELS = {"standby": 1.5, "caution": 2.0, "evacuation": 2.5, "danger": 3.0}
 
 
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
-def broker():
+def broker():  # this module's broker is the NGSI-LD one (conftest's is Mosquitto)
     b = NgsiBroker().start()
     yield b
     b.stop()
@@ -290,9 +276,7 @@ def gateway_config(tmp_path: Path, url: str) -> Path:
         ],
     }
     (tmp_path / "orion.token").write_text("s3cret-token\n")
-    path = tmp_path / "gw.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_config(tmp_path / "gw.yaml", cfg)
 
 
 def recorded(tmp_path: Path) -> list[dict]:
@@ -317,9 +301,7 @@ def expected_history(readings: list[dict]) -> dict[str, list[tuple[str, float]]]
 def test_end_to_end_outage_every_reading_in_the_temporal_store_in_order(tmp_path):
     broker = NgsiBroker(token="s3cret-token").start()
     config = gateway_config(tmp_path, broker.url)
-    log = open(tmp_path / "gw.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(config)], stdout=log, stderr=log,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    gw = GatewayProcess(config, tmp_path / "gw.log").start()
     try:
         wait_for(lambda: len(broker.entities) >= 4, 20, what="entities at the broker")
         broker.stop()
@@ -328,12 +310,10 @@ def test_end_to_end_outage_every_reading_in_the_temporal_store_in_order(tmp_path
         assert len(recorded(tmp_path)) > outage_start, "readings were taken during the outage"
         broker.start()
         time.sleep(1.0)  # some live readings after the outage
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert gw.terminate() == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+        if gw.proc.poll() is None:
+            gw.kill()
         broker.stop()
     readings = recorded(tmp_path)
     gw_log = (tmp_path / "gw.log").read_text()
