@@ -217,10 +217,13 @@ def test_backlog_goes_to_the_temporal_store_oldest_first_then_current_state(tmp_
     for lv in levels:
         river(h, lv)
     h.add("snow-1", "snow_depth", {"snow_depth": (0.3, "m"), "air_temperature": (-1.0, "°C")})
+    for _ in range(2):  # a device answering with errors: no values, nothing for the history
+        h.add("river-9", "river_level", {})
     h.run()
     eid = "urn:ngsi-ld:FloodMonitoring:test-gw.river-1"
-    assert broker.invalid == []
+    assert broker.invalid == [] and h.dead() == []
     assert broker.count("/temporal/entities") == 1, "one temporal request for the river's four older readings"
+    assert "urn:ngsi-ld:FloodMonitoring:test-gw.river-9" in broker.entities
     assert broker.history(eid, "currentLevel") == levels
     assert broker.entities[eid]["currentLevel"]["value"] == 1.4
 
@@ -339,3 +342,4 @@ def test_end_to_end_outage_every_reading_in_the_temporal_store_in_order(tmp_path
     assert river_now["referenceLevel"]["value"] == 6.0
     heartbeat = broker.entities[f"urn:ngsi-ld:Device:{GW}"]
     assert heartbeat["deviceCategory"]["value"] == ["network"] and heartbeat["deviceState"]["value"] == "ok"
+    assert set(heartbeat["controlledProperty"]["value"]) == {"waterLevel", "depth", "temperature", "location"}

@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 
 from gateway import ngsi_ld_mapping as mapping
+from gateway import registry
 from gateway.buffer import Row
 from gateway.config import NgsiLdUplinkConfig
 from gateway.fields import read_secret
@@ -97,6 +98,18 @@ def _firmware() -> str:
         return "unknown"
 
 
+def _kind_of(options: Any) -> str | None:
+    """A sensor's kind: from its options (distance sensors) or its driver class (beacons, LoRa)."""
+    kind = getattr(options, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    try:
+        kind = getattr(registry.load(options.driver), "kind", None)
+    except registry.DriverLoadError:
+        return None
+    return kind if isinstance(kind, str) else None
+
+
 class NgsiLdTransport(Transport):
     window = 1  # one send at a time: per-entity order and "never backwards" stay simple
 
@@ -109,7 +122,7 @@ class NgsiLdTransport(Transport):
         self.base = config.url.rstrip("/")
         sensors = list(getattr(app_config, "sensors", None) or [])
         self.options = {s.id: s for s in sensors}
-        self.kinds = sorted({getattr(s, "kind", "") or "" for s in sensors} - {""})
+        self.kinds = sorted({k for k in map(_kind_of, sensors) if k})
         gw = getattr(app_config, "gateway", None)
         self.location = getattr(gw, "location", None)
         self.temporal = True  # until the broker says it has no temporal store
@@ -247,6 +260,9 @@ class NgsiLdTransport(Transport):
         while chunks:
             chunk = chunks.pop(0)
             body = self._temporal_body(chunk)
+            if body is None:  # nothing with a time (an error reading): nothing to keep in history
+                self._settle(chunk, out, pending, None)
+                continue
             try:
                 resp = await self._post(TEMPORAL, chunk[0].entity["type"], body)
             except BrokerRejected as exc:
@@ -266,13 +282,15 @@ class NgsiLdTransport(Transport):
             else:
                 self._raise_or_reject(resp, chunk, out, pending)
 
-    def _temporal_body(self, chunk: list[_Item]) -> bytes:
+    def _temporal_body(self, chunk: list[_Item]) -> bytes | None:
         first = chunk[0].entity
         doc: dict[str, Any] = {"id": first["id"], "type": first["type"]}
         for it in chunk:
             for name, attr in it.entity.items():
                 if isinstance(attr, dict) and "observedAt" in attr:
                     doc.setdefault(name, []).append(attr)
+        if len(doc) == 2:
+            return None
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
     def _chunks(self, seq: list[_Item]) -> list[list[_Item]]:
