@@ -105,6 +105,27 @@ def test_the_broker_is_strict():
     assert any("[lon, lat]" in p for p in check_entity(e2, mapping.SDM_CONTEXTS["FloodMonitoring"], CORE_V18))
 
 
+@pytest.mark.parametrize("model, folder, status, defect", [
+    ("FloodMonitoring", "Environment/FloodMonitoring", 400, "'type': 'string'"),
+    ("Device", "Device/Device", 400, "'object': ["),
+    ("DeviceMeasurement", "Device/DeviceMeasurement", 400, "GeoProperty"),
+    ("WeatherObserved", "Weather/WeatherObserved", 201, None),
+])
+def test_the_broker_finds_the_known_defects_of_the_official_examples(broker, model, folder, status, defect):
+    """The README of tests/ngsi-ld lists which official examples are wrong; the broker must agree."""
+    import httpx
+
+    from tests.ngsi_broker import HERE
+    example = json.loads((HERE / "sdm" / folder / "example-normalized.jsonld").read_text())
+    example.pop("@context")
+    link = f'<{mapping.SDM_CONTEXTS[model]}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+    r = httpx.post(f"{broker.url}/ngsi-ld/v1/entityOperations/upsert?options=update", json=[example],
+                   headers={"Link": link})
+    assert r.status_code == status, r.text
+    if defect:
+        assert defect in r.json()["detail"]
+
+
 def test_an_ngsi_ld_uplink_needs_a_location_for_every_sensor():
     from gateway.config import ConfigError, parse_config
     text = ("gateway: {id: g}\nuplinks:\n  - {name: orion, type: ngsi-ld, url: 'http://127.0.0.1:1026'}\n"
