@@ -99,3 +99,34 @@ def test_gateway_run_reads_every_lora_modem_and_survives_replug(tmp_path):
         for sim in sims.values():
             sim.stop()
     assert code == 0, log()
+
+
+def test_gateway_probe_waits_for_the_next_packets(tmp_path):
+    import threading
+
+    from tests.helpers import gateway_cli
+    sim = DRIVERS["lora_rn2483"][1](tmp_path / "rn").start()
+    config = tmp_path / "probe.yaml"
+    config.write_text(f"gateway: {{id: probe-gw}}\nstorage: {{path: {tmp_path / 'buffer.db'}}}\nsensors:\n"
+                      f"  - {{id: rn, driver: lora_rn2483, interval: 2s, port: {tmp_path / 'rn'}}}\n")
+    stop = threading.Event()
+
+    def node():  # a node sending every 0.2 s, heard whenever the modem listens
+        n = 0
+        while not stop.wait(0.2):
+            if sim.listening:
+                sim.transmit(lpp_temperature_humidity(10 + n, 50.0), rssi=-80, snr=4)
+                n += 1
+
+    sender = threading.Thread(target=node, daemon=True)
+    sender.start()
+    try:
+        result = gateway_cli("probe", "-c", str(config), "rn", "--count", "2")
+    finally:
+        stop.set()
+        sender.join()
+        sim.stop()
+    readings = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(readings) == 2
+    assert all(r["kind"] == "lora_node" and r["values"]["snr"] == {"value": 4, "unit": "dB"} for r in readings)
+    assert readings[0]["values"]["temperature_1"]["value"] < readings[1]["values"]["temperature_1"]["value"]
