@@ -255,13 +255,14 @@ class LoraModemDriver(Driver):
         finally:
             self._awaiting = None
 
-    def require_answer(self, text: str) -> Reply:
-        """A command whose silence means the modem is not there."""
-        reply = self.command(text)
-        if reply is None:
-            raise DeviceError(f"modem on {self.options.port} does not answer {text!r} "
-                              f"(wrong port or baudrate {self.link.baudrate}?)")
-        return reply
+    def require_answer(self, text: str, attempts: int = 1) -> Reply:
+        """A command whose silence (after `attempts` tries) means the modem is not there."""
+        for _ in range(attempts):
+            reply = self.command(text)
+            if reply is not None:
+                return reply
+        raise DeviceError(f"modem on {self.options.port} does not answer {text!r} "
+                          f"(wrong port or baudrate {self.link.baudrate}?)")
 
     def count(self, what: str, message: str) -> None:
         self.counts[what] += 1

@@ -94,9 +94,17 @@ class Rak3172Sim(ModemSim):
     def answer(self, text: str) -> None:
         if text == "AT":
             return self.reply("OK")
-        if text == "AT+NWM=0":
-            self.nwm = 0
+        if text == "AT+NWM=?":
+            self.reply(f"AT+NWM={self.nwm}")
             return self.reply("OK")
+        if text == "AT+NWM=0":
+            self.reply("OK")
+            if self.nwm != 0:  # RUI3 restarts into the new work mode
+                self.nwm = 0
+                self.reply("RAKwireless RAK3172 Example")
+                self.reply("------------------------------------------------------")
+                self.reply("Current Work Mode: LoRa P2P.")
+            return
         if text.startswith("AT+P2P="):
             fields = text[len("AT+P2P="):].split(":")
             if self.nwm != 0:

@@ -37,8 +37,19 @@ def transmit(sim, payload: bytes, **link) -> None:
 @pytest.mark.parametrize("modem", ["lora_rak3172"], indirect=True)
 def test_rak3172_setup_sequence(modem):
     driver, sim = modem
-    assert sim.commands() == ["AT", "AT+NWM=0", "AT+PRECV=0", "AT+P2P=923200000:10:125:0:8:13", "AT+PRECV=65534"]
+    assert sim.commands() == ["AT", "AT+NWM=?", "AT+NWM=0", "AT", "AT+PRECV=0", "AT+P2P=923200000:10:125:0:8:13",
+                              "AT+PRECV=65534"]
     assert sim.p2p == "923200000:10:125:0:8:13" and sim.receiving
+    assert driver.counts["garbage"] == 0  # the restart banner is known text
+
+
+@pytest.mark.parametrize("modem", ["lora_rak3172"], indirect=True)
+def test_rak3172_already_in_p2p_mode_is_not_restarted(modem):
+    driver, sim = modem
+    driver.close()
+    sim.received.clear()
+    driver.open()
+    assert sim.commands() == ["AT", "AT+NWM=?", "AT+PRECV=0", "AT+P2P=923200000:10:125:0:8:13", "AT+PRECV=65534"]
 
 
 @pytest.mark.parametrize("modem", [("lora_rn2483", {"spreading_factor": 12, "coding_rate": "4/8"})], indirect=True)

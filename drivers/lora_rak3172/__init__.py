@@ -1,6 +1,7 @@
 """RAKwireless RAK3172 with RUI3 firmware in LoRa P2P mode (WIRE-FORMATS §4.1).
 
-Setup on every open: `AT` (is it there?), `AT+NWM=0` (P2P), `AT+PRECV=0`
+Setup on every open: `AT` (is it there?), `AT+NWM=?` and, unless already
+P2P, `AT+NWM=0` (the module restarts: `AT` until it answers), `AT+PRECV=0`
 (end a receive left running), `AT+P2P=freq:sf:bw:cr:preamble:txp`,
 `AT+PRECV=65534` (receive until stopped). Packets arrive as
 `+EVT:RXP2P:<rssi>:<snr>:<hex>`, or from pre-RUI3 firmware as two lines,
@@ -78,8 +79,8 @@ def parse_line(line: bytes) -> Packet | Reply | RxHeader | RxData | Event:
         if body and _HEX.fullmatch(body):
             return RxData(bytes.fromhex(body))
         return Event(text)
-    if text.startswith("+") or text.startswith("AT"):
-        return Event(text)
+    if text.startswith(("+", "AT", "RAKwireless", "Current Work Mode")) or set(text) == {"-"}:
+        return Event(text)  # query answers, echoes, the banner printed at restart
     raise FrameError(f"not a RAK3172 line: {text[:40]!r}")
 
 
@@ -91,19 +92,27 @@ class Rak3172(LoraModemDriver):
 
     def open(self) -> None:
         self._header: RxHeader | None = None
+        self._events: list[str] = []  # status lines seen while a command ran (query answers)
         super().open()
 
     def setup(self) -> None:
         o = self.options
         self.require_answer("AT")
-        self.command("AT+NWM=0")
+        self._events: list[str] = []
+        self.command("AT+NWM=?")
+        if "AT+NWM=0" not in self._events:
+            # RUI3 restarts the module when the work mode changes: wait until it answers again.
+            self.command("AT+NWM=0")
+            self.require_answer("AT", attempts=5)
         self.command("AT+PRECV=0")
         self.command(f"AT+P2P={o.frequency}:{o.spreading_factor}:{o.bandwidth}:{CODING_RATES[o.coding_rate]}:"
                      f"{o.preamble}:{o.tx_power}")
         self.command("AT+PRECV=65534")
 
     def on_event(self, event) -> None:
-        if isinstance(event, RxHeader):
+        if isinstance(event, Event):
+            self._events.append(event.text)
+        elif isinstance(event, RxHeader):
             if self._header is not None:
                 self.count("bad_frames", "receive header without its data line")
             self._header = event
