@@ -255,3 +255,29 @@ def test_gateway_check_names_the_bad_radio_key():
     problems = sorted(str(p) for p in caught.value.problems)
     assert problems[0].startswith("gw.yaml:7: sensors[0].tx_power:") and "13" in problems[0]
     assert problems[1].startswith("gw.yaml:8: sensors[0].frequency:") and "920600000" in problems[1]
+
+
+@pytest.mark.parametrize("name", ["lora_rak3172", "lora_es920lr", "lora_e220"])
+def test_driver_line_handling_fuzz(name, tmp_path):
+    """A driver fed random and mutated lines never raises: each becomes a reading, a skip or a reply."""
+    from drivers.lora_e220 import parse_frame as e220_frame
+    from tests.lora_support import make_driver
+    driver = make_driver(name, tmp_path / "unused", nodes={"2": {"name": "n2", "channels": {3: "t"}}})
+    valid = {"lora_rak3172": MODEM_LINES[rak_line], "lora_es920lr": MODEM_LINES[es920_line],
+             "lora_e220": MODEM_LINES[parse_frame]}[name]
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.one_of(st.binary(max_size=80), _mutations(valid)))
+    def run(line):
+        if name == "lora_e220":
+            try:
+                driver.on_packet(e220_frame(line))
+            except FrameError:
+                return
+        else:
+            driver.handle_line(line)
+        for reading in driver._out:
+            assert reading.quality in ("ok", "error") and reading.kind == "lora_node"
+        driver._out.clear()
+
+    run()  # the driver is never opened: handling a receive line touches no port

@@ -90,9 +90,13 @@ class Rak3172(LoraModemDriver):
 
     parse_line = staticmethod(parse_line)
 
-    def open(self) -> None:
-        self._header: RxHeader | None = None
+    def __init__(self, options):
+        super().__init__(options)
+        self._header: RxHeader | None = None  # first line of a two-line receive
         self._events: list[str] = []  # status lines seen while a command ran (query answers)
+
+    def open(self) -> None:
+        self._header = None
         super().open()
 
     def setup(self) -> None:
