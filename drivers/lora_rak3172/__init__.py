@@ -115,7 +115,8 @@ class Rak3172(LoraModemDriver):
 
     def on_event(self, event) -> None:
         if isinstance(event, Event):
-            self._events.append(event.text)
+            if self._awaiting is not None:  # a query's answer; other status lines are only noted
+                self._events.append(event.text)
         elif isinstance(event, RxHeader):
             if self._header is not None:
                 self.count("bad_frames", "receive header without its data line")
