@@ -80,7 +80,7 @@ def from_json(line: str) -> Advertisement:
         raise AdvertError("manufacturer_data and service_data must be objects")
     manufacturer = {}
     for key, value in mfr.items():
-        if not key.isdigit() or int(key) > 0xFFFF:
+        if not (key.isascii() and key.isdigit()) or int(key) > 0xFFFF:
             raise AdvertError(f"company id {key!r} must be a decimal number 0..65535")
         manufacturer[int(key)] = _hex(value, f"manufacturer_data[{key}]")
     service = {str(key).lower(): _hex(value, f"service_data[{key}]") for key, value in svc.items()}
