@@ -102,6 +102,7 @@ class BleBeacon(Driver):
         self._inbox: deque[Advertisement] = deque()
         self._lock = threading.Lock()
         self.dropped = 0
+        self._bad_lines_before = 0  # of scanners already closed
         self._reported: dict[str, int] = {}
 
     def open(self) -> None:
@@ -142,7 +143,7 @@ class BleBeacon(Driver):
     def counts(self) -> dict[str, int]:
         """Skipped input so far: bad_frames, bad_lines (replay), ignored, unjoined_tlm, not_allowed, dropped."""
         counts = dict(self.aggregator.counts)
-        counts["bad_lines"] = self.scanner.bad_lines if self.scanner is not None else 0
+        counts["bad_lines"] = self._bad_lines_before + (self.scanner.bad_lines if self.scanner is not None else 0)
         counts["dropped"] = self.dropped
         return counts
 
@@ -159,6 +160,7 @@ class BleBeacon(Driver):
         scanner, self.scanner = self.scanner, None
         if scanner is not None:
             scanner.stop()
+            self._bad_lines_before += scanner.bad_lines
 
 
 __all__ = ["BleBeacon", "BleBeaconOptions"]
