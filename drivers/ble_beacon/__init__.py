@@ -13,9 +13,9 @@ import logging
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from drivers.base import DeviceError, Driver, SensorOptions
 from drivers.ble_beacon.advert import Advertisement
@@ -27,6 +27,7 @@ from gateway.reading import Reading, Value
 
 log = logging.getLogger(__name__)
 
+BeaconId = Annotated[str, AfterValidator(canonical_id)]
 MIN_SALT_BYTES = 16
 INBOX_MAX = 100_000  # advertisements held between two reads; beyond, the oldest are dropped and counted
 
@@ -49,7 +50,7 @@ class BatteryRange(Strict):
 
 class BleBeaconOptions(SensorOptions):
     adapter: str = Field("hci0", description="a BlueZ adapter (hci0) or replay:FILE (a recorded replay)")
-    allow: list[str] | None = Field(None, description="report only these beacons: raw ids or MACs")
+    allow: list[BeaconId] | None = Field(None, description="report only these beacons: raw ids or MACs")
     salt_file: ReadableFile | None = Field(
         None, description="HMAC key for the beacon pseudonyms (required unless publish_raw_ids)")
     publish_raw_ids: bool = Field(False, description="publish raw beacon ids instead of pseudonyms (not for people)")
@@ -70,11 +71,6 @@ class BleBeaconOptions(SensorOptions):
         if not (v.startswith("hci") and v[3:].isdigit()):
             raise ValueError(f"adapter is a BlueZ adapter like hci0, or replay:FILE (got {v!r})")
         return v
-
-    @field_validator("allow")
-    @classmethod
-    def _allow(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else [canonical_id(entry) for entry in v]
 
     @model_validator(mode="after")
     def _salt(self) -> "BleBeaconOptions":

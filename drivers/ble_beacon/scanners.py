@@ -41,10 +41,11 @@ class ReplayScanner:
     Lines that are not valid records are skipped and counted. With `loop`,
     the file starts again one second after its last line."""
 
-    def __init__(self, path: Path, loop: bool = False, clock: Callable[[], float] = time.monotonic):
+    LOOP_GAP = 1.0  # s between the last line and the start of the next pass
+
+    def __init__(self, path: Path, loop: bool = False):
         self.path = Path(path)
         self.loop = loop
-        self.clock = clock
         self.error: BaseException | None = None
         self.bad_lines = 0
         self.played = 0
@@ -63,7 +64,7 @@ class ReplayScanner:
         self._thread.start()
 
     def _run(self, callback: Callback) -> None:
-        start = self.clock()
+        start = time.monotonic()
         try:
             while not self._stop.is_set():
                 last_t = 0.0
@@ -78,13 +79,13 @@ class ReplayScanner:
                             log.debug("replay %s: skipped a line: %s", self.path, exc)
                             continue
                         last_t = max(last_t, adv.t)
-                        if self._stop.wait(max(0.0, start + adv.t - self.clock())):
+                        if self._stop.wait(max(0.0, start + adv.t - time.monotonic())):
                             return
                         callback(adv)
                         self.played += 1
                 if not self.loop:
                     break
-                start += last_t + 1.0
+                start += last_t + self.LOOP_GAP
         except Exception as exc:  # a vanished file or a failing callback: the driver reopens
             self.error = exc
         finally:
@@ -118,7 +119,8 @@ class BleakAdvertScanner:
             self.stop()
             raise DeviceError(f"BLE adapter {self.adapter}: scanning did not start within {self.START_TIMEOUT:g}s")
         if self.error is not None:
-            raise DeviceError(f"BLE adapter {self.adapter}: cannot scan: {type(self.error).__name__}: {self.error}")
+            raise DeviceError(f"BLE adapter {self.adapter}: cannot scan ({type(self.error).__name__}: {self.error}); "
+                              "is bluetoothd running and the adapter up? (bluetoothctl list)")
 
     async def _main(self, callback: Callback) -> None:
         from bleak import BleakScanner  # imported here: the replay path needs no BlueZ
