@@ -288,3 +288,11 @@ def test_nearby_lists_decoded_beacons_loudest_first():
     assert all(b.pseudonym == pseudonym(SALT.encode(), b.raw_id) for b in beacons)
     table = format_nearby(beacons)
     assert beacons[0].raw_id in table and len(table.splitlines()) == len(beacons) + 1
+
+
+def test_the_sample_config_is_valid(salt_file):
+    import yaml
+    sample = Path(__file__).resolve().parents[1] / "drivers" / "ble_beacon" / "sample.yaml"
+    [sensor] = yaml.safe_load(sample.read_text())["sensors"]
+    opts = BleBeaconOptions.model_validate({**sensor, "salt_file": str(salt_file)})
+    assert opts.allow[2] == "mac:C9:53:CF:10:17:11" and opts.battery.level(2.6) == 50.0

@@ -135,7 +135,9 @@ class BleakAdvertScanner:
                                    time.monotonic() - t0))
 
         try:
-            scanner = BleakScanner(detection_callback=heard, bluez={"adapter": self.adapter})
+            # DuplicateData on: BlueZ reports every advertisement, not only changed ones, so `count` counts.
+            scanner = BleakScanner(detection_callback=heard,
+                                   bluez={"adapter": self.adapter, "filters": {"DuplicateData": True}})
             await scanner.start()
         except BaseException as exc:
             self.error = exc
