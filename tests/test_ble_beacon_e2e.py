@@ -4,15 +4,14 @@ uplink to a file) with `adapter: replay:FILE` on the committed sample replay;
 
 import json
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from drivers.ble_beacon.advert import from_json
 from drivers.ble_beacon.aggregate import Aggregator
 from gateway.pseudonym import pseudonym
+from tests.helpers import GatewayProcess, wait_for
 
 SAMPLE = Path(__file__).resolve().parents[1] / "hil" / "ble" / "sample.jsonl"
 SALT = "e2e-salt-0123456789abcdef"
@@ -55,24 +54,18 @@ def gateway(*args: str, **kw) -> subprocess.CompletedProcess:
 def test_gateway_run_publishes_pseudonymous_beacon_readings(tmp_path):
     config = write_config(tmp_path)
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def published() -> list[dict]:
+        text = out.read_text() if out.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    gw = GatewayProcess(config, tmp_path / "gateway.log").start()
     try:
-        deadline = time.monotonic() + 30
-        readings = []
-        while time.monotonic() < deadline:
-            text = out.read_text() if out.exists() else ""
-            readings = [json.loads(line) for line in text.splitlines() if line.strip()]
-            if len({r["observed_at"][:19] for r in readings}) >= 6:  # past the first cut-short frame (t=4.5 s)
-                break
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
+        # Six intervals: past the sample's first cut-short frame (t = 4.5 s).
+        wait_for(lambda: len({r["observed_at"][:19] for r in published()}) >= 6, 30, what="six intervals of readings")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
-    assert len({r["observed_at"][:19] for r in readings}) >= 6, stderr
+        assert gw.terminate() == 0, gw.log_text()
+    readings, stderr = published(), gw.log_text()
     raw_ids = sample_raw_ids()
     allowed_devices = {pseudonym(SALT.encode(), raw) for raw in raw_ids}
     for r in readings:

@@ -105,6 +105,7 @@ class BleBeacon(Driver):
         o = self.options
         # Read the salt at every open: a rotated salt file takes effect on reopen.
         self._salt = None if o.salt_file is None else read_secret(o.salt_file).encode()
+        self._ended = False
         self.scanner = open_scanner(o.adapter, loop=o.replay_loop)
         self.scanner.start(self._heard)
 
@@ -121,9 +122,13 @@ class BleBeacon(Driver):
             raise DeviceError("not open")
         if self.scanner.error is not None:
             raise DeviceError(f"BLE scanner {self.options.adapter} stopped: {self.scanner.error}")
+        o = self.options
+        finished = getattr(self.scanner, "finished", None)  # a replay that has played its last line
+        if finished is not None and finished.is_set() and not self._ended:
+            log.info("sensor %s: replay %s has ended; no more beacons will be heard", self.options.id, o.adapter)
+            self._ended = True
         with self._lock:
             adverts, self._inbox = list(self._inbox), deque()
-        o = self.options
         readings = []
         for beacon in self.aggregator.window(adverts):
             values = summary_values(beacon, o.tx_power, o.path_loss_exponent)
