@@ -296,3 +296,14 @@ def test_the_sample_config_is_valid(salt_file):
     [sensor] = yaml.safe_load(sample.read_text())["sensors"]
     opts = BleBeaconOptions.model_validate({**sensor, "salt_file": str(salt_file)})
     assert opts.allow[2] == "mac:C9:53:CF:10:17:11" and opts.battery.level(2.6) == 50.0
+
+
+def test_scan_main_prints_a_table_or_records_and_fails_cleanly(tmp_path, capsys):
+    from drivers.ble_beacon import scan
+    assert scan.main(1.2, f"replay:{SAMPLE}") == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:3] == ["rssi", "count", "dist"] and len(table.splitlines()) >= 2
+    assert scan.main(0.3, f"replay:{SAMPLE}", record_to=tmp_path / "rec.jsonl") == 0
+    assert (tmp_path / "rec.jsonl").read_text().count("\n") >= 1
+    assert scan.main(0.1, "replay:/no/such/file.jsonl") == 1
+    assert "cannot open replay file" in capsys.readouterr().err

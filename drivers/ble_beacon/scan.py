@@ -6,15 +6,19 @@ A replay file holds raw ids and MACs: treat it as personal data.
     record(adapter, out, duration) -> int
     nearby(adapter, duration, tx_power=-59, path_loss_exponent=2.0, salt=None) -> list[NearbyBeacon]
     format_nearby(beacons) -> str
+    main(seconds=10.0, adapter="hci0", record_to=None) -> int   (the command: table or recording, exit code)
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
+from drivers.base import DeviceError
 from drivers.ble_beacon.advert import Advertisement
 from drivers.ble_beacon.aggregate import Aggregator, summary_values
 from drivers.ble_beacon.scanners import open_scanner
@@ -93,3 +97,21 @@ def format_nearby(beacons: list[NearbyBeacon]) -> str:
                      f"{','.join(b.frames):<28} {b.raw_id}" + (f"  [{extra}]" if extra else "")
                      + (f"  -> {b.pseudonym}" if b.pseudonym else ""))
     return "\n".join(lines) + "\n"
+
+
+def main(seconds: float = 10.0, adapter: str = "hci0", record_to: str | Path | None = None) -> int:
+    """`gateway scan ble`: listen `seconds` on `adapter` and print the beacons
+    heard (stdout), or with `record_to` write a replay file. 0 ok, 1 when the
+    adapter cannot scan (the reason on stderr)."""
+    try:
+        if record_to is not None:
+            with open(record_to, "w", encoding="utf-8") as out:
+                n = record(adapter, out, seconds)
+            print(f"recorded {n} advertisements in {seconds:g}s to {record_to} "
+                  "(raw ids and MACs: handle as personal data)", file=sys.stderr)
+            return 0
+        sys.stdout.write(format_nearby(nearby(adapter, seconds)))
+        return 0
+    except (DeviceError, OSError) as exc:
+        print(f"gateway scan ble: {exc}", file=sys.stderr)
+        return 1
