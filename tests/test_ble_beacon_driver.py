@@ -307,3 +307,22 @@ def test_scan_main_prints_a_table_or_records_and_fails_cleanly(tmp_path, capsys)
     assert (tmp_path / "rec.jsonl").read_text().count("\n") >= 1
     assert scan.main(0.1, "replay:/no/such/file.jsonl") == 1
     assert "cannot open replay file" in capsys.readouterr().err
+
+
+def test_skipped_input_is_warned_about_at_most_once_per_ten_minutes(tmp_path, salt_file, caplog):
+    lines = [line(0.0, "CB:B8:33:4C:88:4F", -65, mfr={"1177": "0512fc"}),
+             line(0.3, "CB:B8:33:4C:88:4F", -65, mfr={"1177": "0512fc"})]
+    driver = BleBeacon(options(tmp_path, salt_file, lines))
+    driver.open()
+    try:
+        deadline = time.monotonic() + 5
+        while driver.scanner.played < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        driver.read(1.0)
+        assert driver.scanner.finished.wait(5)
+        driver.read(1.0)
+    finally:
+        driver.close()
+    warnings = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert [w.getMessage() for w in warnings] == ["sensor beacons-1: skipped 1 bad frames"]
+    assert driver.counts["bad_frames"] == 2

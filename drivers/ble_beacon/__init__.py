@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 BeaconId = Annotated[str, AfterValidator(canonical_id)]
 MIN_SALT_BYTES = 16
+WARN_EVERY = 600.0  # s between two warnings about skipped input
 INBOX_MAX = 100_000  # advertisements held between two reads; beyond, the oldest are dropped and counted
 
 
@@ -100,6 +102,7 @@ class BleBeacon(Driver):
         self.dropped = 0
         self._bad_lines_before = 0  # of scanners already closed
         self._reported: dict[str, int] = {}
+        self._warned_at = -WARN_EVERY
 
     def open(self) -> None:
         o = self.options
@@ -149,13 +152,14 @@ class BleBeacon(Driver):
         return counts
 
     def _log_counts(self) -> None:
-        # Warn once per read about newly skipped bad input; never name a beacon.
+        # One warning per WARN_EVERY at most (an SD card must not fill with a noisy street's
+        # garbage), with what was skipped since the last one; never names a beacon.
         now = {k: v for k, v in self.counts.items() if k in ("bad_frames", "bad_lines", "dropped")}
         new = {k: v - self._reported.get(k, 0) for k, v in now.items() if v > self._reported.get(k, 0)}
-        if new:
+        if new and time.monotonic() - self._warned_at >= WARN_EVERY:
             log.warning("sensor %s: skipped %s", self.options.id,
                         ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in new.items()))
-        self._reported = now
+            self._warned_at, self._reported = time.monotonic(), now
 
     def close(self) -> None:
         scanner, self.scanner = self.scanner, None
