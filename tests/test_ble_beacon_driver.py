@@ -326,3 +326,35 @@ def test_skipped_input_is_warned_about_at_most_once_per_ten_minutes(tmp_path, sa
     warnings = [r for r in caplog.records if "skipped" in r.getMessage()]
     assert [w.getMessage() for w in warnings] == ["sensor beacons-1: skipped 1 bad frames"]
     assert driver.counts["bad_frames"] == 2
+
+
+def test_a_silent_real_adapter_is_restarted_and_a_gone_one_fails_clearly(salt_file, monkeypatch):
+    # The seam filled by a scanner that hears nothing (bleak with a stalled or removed adapter).
+    import drivers.ble_beacon as ble
+
+    starts = []
+
+    class SilentScanner:
+        error = None
+        bad_lines = 0
+
+        def start(self, callback):
+            starts.append(callback)
+            if len(starts) > 1:
+                raise DeviceError("BLE adapter hci0: cannot scan (adapter gone)")
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(ble, "open_scanner", lambda adapter, loop=False: SilentScanner())
+    monkeypatch.setattr(ble, "SILENT_RESTART", 0.2)
+    driver = BleBeacon(BleBeaconOptions.model_validate(
+        {"id": "b", "driver": "ble_beacon", "interval": "1s", "adapter": "hci0", "salt_file": str(salt_file)}))
+    driver.open()
+    assert driver.read(1.0) == [] and len(starts) == 1  # quiet, but not yet for long
+    time.sleep(0.25)
+    with pytest.raises(DeviceError, match="adapter gone"):
+        driver.read(1.0)
+    assert len(starts) == 2
+    with pytest.raises(DeviceError, match="not open"):
+        driver.read(1.0)

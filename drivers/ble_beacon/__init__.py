@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 BeaconId = Annotated[str, AfterValidator(canonical_id)]
 MIN_SALT_BYTES = 16
+SILENT_RESTART = 600.0  # s without any advertisement before a real adapter's scan is restarted
 WARN_EVERY = 600.0  # s between two warnings about skipped input
 INBOX_MAX = 100_000  # advertisements held between two reads; beyond, the oldest are dropped and counted
 
@@ -109,8 +110,28 @@ class BleBeacon(Driver):
         # Read the salt at every open: a rotated salt file takes effect on reopen.
         self._salt = None if o.salt_file is None else read_secret(o.salt_file).encode()
         self._ended = False
-        self.scanner = open_scanner(o.adapter, loop=o.replay_loop)
-        self.scanner.start(self._heard)
+        self._start_scanner()
+
+    def _start_scanner(self) -> None:
+        o = self.options
+        scanner = open_scanner(o.adapter, loop=o.replay_loop)
+        self._last_heard = time.monotonic()
+        scanner.start(self._heard)
+        self.scanner = scanner  # only a started scanner: a failed start leaves the driver closed
+
+    def _restart_if_silent(self) -> None:
+        """BlueZ discovery can stall, and a removed adapter does not always end
+        bleak's scan: after SILENT_RESTART without a single advertisement (from
+        anything: phones count), restart the scan; a gone adapter then fails
+        open with a clear reason and the scheduler backs off."""
+        if self.options.adapter.startswith(REPLAY_PREFIX):
+            return
+        if time.monotonic() - self._last_heard < SILENT_RESTART:
+            return
+        log.info("sensor %s: no advertisement heard for %.0fs; restarting the scan on %s",
+                 self.options.id, SILENT_RESTART, self.options.adapter)
+        self.close()
+        self._start_scanner()
 
     def _heard(self, adv: Advertisement) -> None:
         # Called in the scanner's thread: only queue, decode in read().
@@ -119,12 +140,14 @@ class BleBeacon(Driver):
                 self._inbox.popleft()
                 self.dropped += 1
             self._inbox.append(adv)
+            self._last_heard = time.monotonic()
 
     def read(self, timeout: float) -> list[Reading]:
         if self.scanner is None:
             raise DeviceError("not open")
         if self.scanner.error is not None:
             raise DeviceError(f"BLE scanner {self.options.adapter} stopped: {self.scanner.error}")
+        self._restart_if_silent()
         o = self.options
         finished = getattr(self.scanner, "finished", None)  # a replay that has played its last line
         if finished is not None and finished.is_set() and not self._ended:
