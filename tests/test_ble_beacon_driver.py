@@ -141,10 +141,10 @@ def test_a_bad_allow_entry_is_a_config_error(salt_file):
 
 def test_tlm_is_joined_to_the_uid_sent_from_the_same_address_in_a_later_interval():
     agg = Aggregator()
-    first = agg.window([adv("C4:7C:8D:6A:11:02", -70, svc={EDDY: UID}, t=1)])
+    first = agg.window([adv("C4:7C:8D:6A:11:02", -70, svc={EDDY: UID})], now=1)
     assert [b.raw_id for b in first] == [UID_RAW] and "battery" not in first[0].values
-    later = agg.window([adv("C4:7C:8D:6A:11:02", -71, svc={EDDY: TLM}, t=5),
-                        adv("D0:00:00:00:00:01", -60, svc={EDDY: TLM}, t=5)])
+    later = agg.window([adv("C4:7C:8D:6A:11:02", -71, svc={EDDY: TLM}),
+                        adv("D0:00:00:00:00:01", -60, svc={EDDY: TLM})], now=5)
     assert [b.raw_id for b in later] == [UID_RAW]
     assert later[0].values["battery"].value == 2.84 and later[0].values["temperature"].value == 19.0
     assert agg.counts["unjoined_tlm"] == 1
@@ -152,8 +152,9 @@ def test_tlm_is_joined_to_the_uid_sent_from_the_same_address_in_a_later_interval
 
 def test_tlm_join_is_forgotten_after_the_memory_window():
     agg = Aggregator()
-    agg.window([adv("C4:7C:8D:6A:11:02", -70, svc={EDDY: UID}, t=0)])
-    assert agg.window([adv("C4:7C:8D:6A:11:02", -70, svc={EDDY: TLM}, t=Aggregator.MEMORY_S + 1)]) == []
+    agg.window([adv("C4:7C:8D:6A:11:02", -70, svc={EDDY: UID})], now=0)
+    assert agg.window([adv("C4:7C:8D:6A:11:02", -70, svc={EDDY: TLM})], now=Aggregator.MEMORY_S - 1) != []
+    assert agg.window([adv("C4:7C:8D:6A:11:02", -70, svc={EDDY: TLM})], now=2 * Aggregator.MEMORY_S) == []
     assert agg.counts["unjoined_tlm"] == 1
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import time
 import uuid as uuidlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -125,7 +126,10 @@ class Aggregator:
             return None
         return known[0]
 
-    def window(self, adverts: list[Advertisement]) -> list[Beacon]:
+    def window(self, adverts: list[Advertisement], now: float | None = None) -> list[Beacon]:
+        """The beacons heard in `adverts` (one interval). `now` (monotonic s)
+        ages the Eddystone ids remembered from earlier intervals."""
+        now = time.monotonic() if now is None else now
         beacons: dict[str, Beacon] = {}
         telemetry: list[tuple[Advertisement, EddystoneTLM]] = []
 
@@ -156,7 +160,7 @@ class Aggregator:
                 else:
                     raw_id = f"mac:{adv.address}"
                 if isinstance(frame, (EddystoneUID, EddystoneURL)):
-                    self._remember(adv.address, raw_id, adv.t)
+                    self._remember(adv.address, raw_id, now)
                 add(raw_id, adv, frame)
             if not frames and not errors:
                 # No beacon frame: reported only when its MAC is explicitly allowed.
@@ -167,7 +171,7 @@ class Aggregator:
 
         # TLM last, so a UID heard later in the same interval still claims it.
         for adv, tlm in telemetry:
-            raw_id = self._eddystone_id(adv.address, adv.t)
+            raw_id = self._eddystone_id(adv.address, now)
             if raw_id is None:
                 self.counts["unjoined_tlm"] += 1
                 continue
