@@ -359,3 +359,15 @@ def test_a_silent_real_adapter_is_restarted_and_a_gone_one_fails_clearly(salt_fi
     assert len(starts) == 2
     with pytest.raises(DeviceError, match="not open"):
         driver.read(1.0)
+
+
+def test_a_binary_salt_file_works_and_is_the_key_as_stored(tmp_path):
+    salt = bytes(range(200, 232))
+    path = tmp_path / "binary.salt"
+    path.write_bytes(salt)
+    replay = tmp_path / "r.jsonl"
+    replay.write_text(line(0, "E1:02:03:04:05:06", -60, mfr={"76": IBEACON}) + "\n")
+    opts = BleBeaconOptions.model_validate({"id": "b", "driver": "ble_beacon", "interval": "1s",
+                                            "adapter": f"replay:{replay}", "salt_file": str(path)})
+    _, [reading] = run_driver(opts)
+    assert reading.device == pseudonym(salt, IBEACON_RAW)

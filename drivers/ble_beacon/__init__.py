@@ -22,7 +22,7 @@ from drivers.base import DeviceError, Driver, SensorOptions
 from drivers.ble_beacon.advert import Advertisement
 from drivers.ble_beacon.aggregate import Aggregator, canonical_id, summary_values
 from drivers.ble_beacon.scanners import REPLAY_PREFIX, Scanner, open_scanner
-from gateway.fields import ReadableFile, Strict, read_secret
+from gateway.fields import ReadableFile, Strict
 from gateway.pseudonym import pseudonym
 from gateway.reading import Reading, Value
 
@@ -33,6 +33,12 @@ MIN_SALT_BYTES = 16
 SILENT_RESTART = 600.0  # s without any advertisement before a real adapter's scan is restarted
 WARN_EVERY = 600.0  # s between two warnings about skipped input
 INBOX_MAX = 100_000  # advertisements held between two reads; beyond, the oldest are dropped and counted
+
+
+def read_salt(path: Path) -> bytes:
+    """The HMAC key: the file's bytes without surrounding whitespace (a text
+    salt's newline), so a base64 text salt and a binary one both work. Never logged."""
+    return path.read_bytes().strip()
 
 
 class BatteryRange(Strict):
@@ -81,7 +87,7 @@ class BleBeaconOptions(SensorOptions):
             if not self.publish_raw_ids:
                 raise ValueError("salt_file is required: beacon ids are published only as pseudonyms "
                                  "(or set publish_raw_ids: true for beacons that do not belong to people)")
-        elif len(read_secret(self.salt_file).encode()) < MIN_SALT_BYTES:
+        elif len(read_salt(self.salt_file)) < MIN_SALT_BYTES:
             raise ValueError(f"salt_file {self.salt_file} holds fewer than {MIN_SALT_BYTES} bytes; "
                              "make one with: head -c 32 /dev/urandom | base64 > FILE")
         return self
@@ -108,7 +114,7 @@ class BleBeacon(Driver):
     def open(self) -> None:
         o = self.options
         # Read the salt at every open: a rotated salt file takes effect on reopen.
-        self._salt = None if o.salt_file is None else read_secret(o.salt_file).encode()
+        self._salt = None if o.salt_file is None else read_salt(o.salt_file)
         self._ended = False
         self._start_scanner()
 
