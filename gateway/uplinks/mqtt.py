@@ -51,6 +51,7 @@ class MqttTransport(Transport):
         self.password = read_secret(config.password_file) if config.password_file else None
         self._client: mqtt.Client | None = None
         self._pending: dict[int, tuple[asyncio.Future, int]] = {}
+        self._topics: dict[tuple, str] = {}
         self._ready = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task | None = None
@@ -78,6 +79,7 @@ class MqttTransport(Transport):
             reconnect_on_failure=False,  # reconnects are ours, with jitter
         )
         client.max_inflight_messages_set(self.window)
+        client.enable_logger(logging.getLogger("paho.mqtt"))  # callback errors reach our log
         if self.config.username:
             client.username_pw_set(self.config.username, self.password)
         if self.config.tls:
@@ -146,6 +148,9 @@ class MqttTransport(Transport):
     def _connection_lost(self, reason: str) -> None:
         if self._ready.is_set() and not self._stopping:
             log.warning("uplink %s: disconnected from %s:%s (%s)", self.name, self.host, self.port, reason)
+        elif not self._stopping:
+            log.warning("uplink %s: %s:%s closed the connection before accepting it (%s); check the TLS "
+                        "certificates, username and password", self.name, self.host, self.port, reason)
         self._ready.clear()
         pending, self._pending = self._pending, {}
         for fut, _ in pending.values():
@@ -156,7 +161,13 @@ class MqttTransport(Transport):
     # --- publishing ------------------------------------------------------------------------------
 
     def group_key(self, row: Row) -> str:
-        return topic_for(self.config.topic, self.gateway, row)
+        key = (row.sensor, row.kind, row.device)
+        topic = self._topics.get(key)
+        if topic is None:
+            if len(self._topics) > 10_000:  # many passing beacons: keep the cache bounded
+                self._topics.clear()
+            topic = self._topics[key] = topic_for(self.config.topic, self.gateway, row)
+        return topic
 
     def send(self, rows: list[Row]) -> asyncio.Future:
         fut = self.loop.create_future()
