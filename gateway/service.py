@@ -50,8 +50,7 @@ class Gateway:
         reading = self.pipelines[reading.sensor].process(reading)
         reading.gateway = self.config.gateway.id
         reading.id = self.ids.next(reading.sensor)
-        self.buffer.append(reading.sensor, reading.kind, reading.device, int(reading.observed_at * 1000),
-                           reading.to_json(), reading.alert)
+        self.buffer.append(reading)
         self.readings_total += 1
 
     def _make_runner(self, options) -> SensorRunner:
@@ -67,7 +66,8 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         loop.add_signal_handler(signal.SIGUSR2, dump_tasks)
-        self.buffer = Buffer(cfg.storage.path, [u.name for u in cfg.uplinks], max_readings=cfg.storage.max_readings,
+        self.buffer = Buffer(cfg.storage.path, [u.name for u in cfg.uplinks], gateway=cfg.gateway.id,
+                             max_readings=cfg.storage.max_readings,
                              durability=cfg.storage.durability, commit_rows=cfg.storage.commit_rows)
         self.ids = IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path))
         transports = [make_transport(u, cfg.gateway.id, cfg) for u in cfg.uplinks]
