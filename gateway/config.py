@@ -250,6 +250,13 @@ def _cross_checks(config: Config, lines: yamlsource.LineMap, file: str) -> list[
             if config.location_of(s) is None:
                 out.append(Problem(file, lines.line_of(("sensors", i, "id")), f"sensors[{i}].location",
                                    "an ngsi-ld uplink needs a location for every sensor (its own or gateway.location)"))
+    drivers = {s.id: s.driver for s in config.sensors}
+    for i, s in enumerate(config.sensors):
+        source = getattr(s, "temperature_from", None)
+        if source is not None and drivers.get(source) != "bme280":
+            found = f"sensor {source!r} uses driver {drivers[source]!r}" if source in drivers else f"no sensor {source!r}"
+            out.append(Problem(file, lines.line_of(("sensors", i, "temperature_from")), f"sensors[{i}].temperature_from",
+                               f"must name a bme280 sensor ({found})"))
     return out
 
 
