@@ -118,9 +118,10 @@ class I2cxlDevice(I2cDevice):
     RANGE = 0x51
     MIN_CM, MAX_CM = 20, 765
 
-    def __init__(self, distance: Callable[[], float], ranging_time: float = 0.08,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, distance: Callable[[], float] | None = None, ranging_time: float = 0.08,
+                 clock: Callable[[], float] = time.monotonic, answers: list[bytes] | None = None):
         self.distance = distance  # m to the target, from a physical model
+        self.answers = list(answers or [])  # or raw 2-byte answers in turn (captures), the last one repeated
         self.ranging_time = ranging_time
         self.clock = clock
         self.busy_until = 0.0
@@ -137,6 +138,9 @@ class I2cxlDevice(I2cDevice):
         self.commands.append(data)
         if data[:1] == bytes([self.RANGE]):
             self.busy_until = self.clock() + self.ranging_time
+            if self.answers:
+                self.override = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+                return
             cm = round(self.distance() * 100)
             self.range_cm = max(self.MIN_CM, min(self.MAX_CM, cm))
         # 0xAA 0xA5 <addr> (change address) is accepted and ignored here.
@@ -244,3 +248,39 @@ def bme280_calibration(t: tuple[int, int, int], p: tuple[int, ...], h: tuple[int
     high = (h2.to_bytes(2, "little", signed=True) + bytes([h3, (h4 >> 4) & 0xFF, (h4 & 0x0F) | ((h5 & 0x0F) << 4),
                                                            (h5 >> 4) & 0xFF]) + h6.to_bytes(1, "little", signed=True))
     return {0x88: bytes(regs), 0xA1: low, 0xE1: high}
+
+
+# The datasheet's worked example (T, P) and the derived humidity vector of shared/hw/vectors.json.
+EXAMPLE_CALIBRATION = bme280_calibration((27504, 26435, -1000), (36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000),
+                                         (75, 362, 0, 333, 0, 30))
+
+
+def _invert(f: Callable[[int], float], target: float, bits: int) -> int:
+    """The ADC value whose compensated result is nearest `target` (f is monotonic)."""
+    lo, hi = 0, (1 << bits) - 2
+    rising = f(hi) > f(lo)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if (f(mid) < target) == rising:
+            lo = mid
+        else:
+            hi = mid
+    return min((lo, hi), key=lambda a: abs(f(a) - target))
+
+
+def bme280_adc_for(temp_c: float, pressure_hpa: float, humidity: float,
+                   calibration: dict[int, bytes] = EXAMPLE_CALIBRATION) -> tuple[int, int, int]:
+    """The raw ADC values a chip with `calibration` would measure in this air."""
+    from drivers.bme280 import compensate_h, compensate_p, compensate_t, parse_calibration
+    low = calibration[0x88] + bytes(1) + calibration[0xA1]
+    cal = parse_calibration(low, calibration[0xE1])
+    adc_t = _invert(lambda a: compensate_t(a, cal)[0] / 100, temp_c, 20)
+    t_fine = compensate_t(adc_t, cal)[1]
+    adc_p = _invert(lambda a: compensate_p(a, t_fine, cal) / 25600, pressure_hpa, 20)
+    adc_h = _invert(lambda a: compensate_h(a, t_fine, cal) / 1024, humidity, 16)
+    return adc_t, adc_p, adc_h
+
+
+def bme280_in_air(air: Callable[[], tuple[float, float, float]], **kwargs) -> Bme280Device:
+    """A BME280 measuring the air of a model: air() -> (°C, hPa, %RH)."""
+    return Bme280Device(EXAMPLE_CALIBRATION, adc=lambda: bme280_adc_for(*air()), **kwargs)
