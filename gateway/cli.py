@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -106,7 +108,8 @@ def _print_stats(data: dict) -> None:
         age = "-" if u["oldest_pending_age_s"] is None else f"{u['oldest_pending_age_s']:.1f}s"
         print(f"{name:<20} {u['pending']:>10} {age:>16} {u['dead_letters']:>13}")
     b = data["buffer"]
-    print(f"buffer: {b['readings']} readings, {b['evictions']} evicted")
+    print(f"buffer: {b['readings']} readings ({b['file_bytes'] / 1e6:.1f} MB), {b['evictions']} evicted, "
+          f"{b['appended']} appended in all")
     if data["sensors"]:
         print(f"\n{'sensor':<20} {'state':<10} {'failures':>8}  detail")
         for sid, s in data["sensors"].items():
@@ -142,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.config is None:
         args.config = os.environ.get("GATEWAY_CONFIG") or str(DEFAULT_CONFIG)
     logs.setup(args.log_level, args.log_format)
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: a hung daemon can be diagnosed in the field.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

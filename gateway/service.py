@@ -27,6 +27,13 @@ def id_lease_file(buffer_path: Path) -> Path:
     return buffer_path.with_name(buffer_path.name + ".ids")
 
 
+def dump_tasks() -> None:
+    """`kill -USR2 <pid>`: log where every asyncio task waits (SIGUSR1 gives thread stacks)."""
+    for task in asyncio.all_tasks():
+        log.warning("task %s: %s", task.get_name(), "".join(
+            f"\n  {f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}" for f in task.get_stack()))
+
+
 class Gateway:
     def __init__(self, config: Config):
         self.config = config
@@ -66,6 +73,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGUSR2, dump_tasks)
         self.buffer = Buffer(cfg.storage.path, [u.name for u in cfg.uplinks], max_readings=cfg.storage.max_readings,
                              durability=cfg.storage.durability, commit_rows=cfg.storage.commit_rows)
         self.ids = IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path))
