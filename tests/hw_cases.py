@@ -6,7 +6,6 @@ driver raises). Also small helpers shared by the hardware driver tests."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -58,28 +57,19 @@ def check(readings: list[Reading], expected: list[dict]) -> None:
         assert r.error == e.get("error")
 
 
-def wait_for(condition, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    """Poll `condition` until truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def run_gateway(config: dict, console: Path, enough, timeout: float = 20.0) -> tuple[int, list[dict]]:
+def run_gateway(config: dict, console: Path, enough, timeout: float = 20.0, seen: list | None = None
+                ) -> tuple[int, list[dict]]:
     """Run `gateway.service.Gateway` in this process (so a simulator can fill a
-    driver's seam) until the console file's readings satisfy `enough`; stop it
-    as SIGTERM would; return its exit code and every reading written."""
+    driver's seam) until `enough(readings on the console, gateway)`; stop it as
+    SIGTERM would; return its exit code and every reading written."""
     import asyncio
 
     from gateway.config import parse_config
     from gateway.service import Gateway
 
     gateway = Gateway(parse_config(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), "e2e.yaml"))
+    if seen is not None:
+        seen.append(gateway)  # for a test that looks inside (runner intervals)
 
     def written() -> list[dict]:
         if not console.exists():
@@ -90,7 +80,7 @@ def run_gateway(config: dict, console: Path, enough, timeout: float = 20.0) -> t
         task = asyncio.create_task(gateway.run())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not enough(written()):
+        while not enough(written(), gateway):
             if task.done() or loop.time() > deadline:
                 gateway.request_stop()
                 await task

@@ -121,7 +121,7 @@ def test_end_to_end_snow_depth_corrected_by_a_bme280(factory, monkeypatch, tmp_p
          "removal_threshold": 0.1},
     ])
 
-    def enough(readings):
+    def enough(readings, gateway):
         return sum(1 for r in readings if r["sensor"] == "snow-gpio" and "air_temperature" in r["values"]) >= 2
 
     rc, readings = hw_cases.run_gateway(config, tmp_path / "console.jsonl", enough)

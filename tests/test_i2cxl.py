@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from drivers.i2cxl import I2cxl, I2cxlError, classify, parse_range
 from hil.i2c import I2cxlDevice, SimBus
 from hil.models import Hydrograph
+from gateway.reading import parse_time
 from tests import hw_cases
 
 
@@ -101,23 +102,33 @@ def test_fuzz_driver_with_random_answers(answers):
     assert (r.quality == "error") == ("distance" not in r.values)
 
 
-def test_end_to_end_through_the_gateway(bus, tmp_path):
+def test_end_to_end_through_the_gateway_with_fast_interval_in_alert(bus, tmp_path):
     level = {"now": 1.0}
     bus.devices[0x70] = I2cxlDevice(distance=lambda: 4.0 - level["now"])
     config = hw_cases.e2e_config(tmp_path, [{
-        "id": "river-i2c", "driver": "i2cxl", "interval": "200ms", "mount_height": 4.0,
+        "id": "river-i2c", "driver": "i2cxl", "interval": "1s", "fast_interval": "150ms", "mount_height": 4.0,
         "alert_levels": {"standby": 1.5, "caution": 2.0, "evacuation": 2.5, "danger": 3.0}}])
+    overrides = []
 
-    def enough(readings):
+    def enough(readings, gateway):
+        runner = gateway.runners.get("river-i2c")
+        overrides.append(runner.interval_override if runner else None)
         if len(readings) >= 2:
             level["now"] = 2.2  # the river rises to caution
-        return any(r["values"].get("alert_level", {}).get("value") == "caution" for r in readings)
+        in_alert = [r for r in readings if r["values"].get("alert_level", {}).get("value") == "caution"]
+        return len(in_alert) >= 4
 
     rc, readings = hw_cases.run_gateway(config, tmp_path / "console.jsonl", enough)
     assert rc == 0
     first, last = readings[0], readings[-1]
     assert first["sensor"] == "river-i2c" and first["kind"] == "river_level" and first["quality"] == "ok"
     assert first["values"]["water_level"] == {"value": 1.0, "unit": "m"}
+    assert first["values"]["distance"] == {"value": 3.0, "unit": "m"}
     assert first["values"]["alert_level"] == {"value": "normal"}
     assert last["values"]["water_level"]["value"] == pytest.approx(2.2)
     assert first["location"] == [34.3428, 134.0466] and first["id"].startswith("hil-gw.river-i2c.")
+    # In caution the scheduler reads every 150 ms instead of every second.
+    assert overrides[0] is None and overrides[-1] == 0.15
+    times = [parse_time(r["observed_at"]) for r in readings if r["values"]["alert_level"]["value"] == "caution"]
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    assert gaps[len(gaps) // 2] < 0.6, gaps
