@@ -94,7 +94,7 @@ def rise_rate(history: list[tuple[float, float]]) -> float | None:
 
 
 def window_sum(events: deque[tuple[float, float]], now: float, span: float) -> float:
-    return sum(amount for t, amount in events if t > now - span)
+    return sum((amount for t, amount in events if t > now - span), 0.0)
 
 
 # --- state ---------------------------------------------------------------------------------------
