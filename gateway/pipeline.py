@@ -127,6 +127,10 @@ class Pipeline:
         self.latest = latest or (lambda sensor_id: None)
         self.state: dict[str | None, SensorState] = {}
         self._warned_no_temperature = False
+        given = [k for k in ("air_temperature", "temperature_from") if getattr(options, k, None) is not None]
+        if given and driver.temperature_compensated:
+            log.warning("sensor %s: driver %s compensates for air temperature itself; %s not used",
+                        options.id, options.driver, " and ".join(given))
 
     @property
     def interval_override(self) -> float | None:
