@@ -105,7 +105,7 @@ class SensorState:
     last_level: float | None = None  # the last accepted (not suspect) raw level
     suspect_run: list[float] = field(default_factory=list)  # consecutive jumped levels
     recent: deque = field(default_factory=deque)  # accepted raw levels for the median
-    history: deque = field(default_factory=deque)  # (monotonic, filtered level) for the rise rate
+    history: deque = field(default_factory=deque)  # river: (monotonic, filtered level) for the rise rate
     snow_reference: float | None = None  # lowest depth since the last counted snowfall
     snowfall: deque = field(default_factory=deque)  # (monotonic, m of new snow)
     fast: bool = False
@@ -182,7 +182,6 @@ class Pipeline:
         level = self._plausible(r, state, raw)
         r.values = {("water_level" if river else "snow_depth"): Value(level, "m"), **r.values}
         if r.quality == "ok":
-            state.history.append((r.monotonic, level))
             if river:
                 self._river(r, state, level)
             else:
@@ -201,9 +200,11 @@ class Pipeline:
             if len(run) < JUMP_RESET:
                 r.quality = "suspect"
                 return raw
-            # The level really moved (a remounted sensor, a ploughed snow field): start again from here.
+            # The level really moved (a remounted sensor, a ploughed snow field): start again from here,
+            # and do not count the step as snowfall.
             state.recent.clear()
             state.history.clear()
+            state.snow_reference = None
         state.suspect_run.clear()
         if r.quality != "ok":
             return raw
@@ -215,6 +216,7 @@ class Pipeline:
 
     def _river(self, r: Reading, state: SensorState, level: float) -> None:
         o: DistanceOptions = self.options  # type: ignore[assignment]
+        state.history.append((r.monotonic, level))
         while state.history and state.history[0][0] < r.monotonic - o.rise_window:
             state.history.popleft()
         if o.alert_levels is not None:
@@ -228,7 +230,6 @@ class Pipeline:
     def _snow(self, r: Reading, state: SensorState, depth: float) -> None:
         o: DistanceOptions = self.options  # type: ignore[assignment]
         now = r.monotonic
-        state.history.clear()  # snow keeps its own window of new-snow events
         # New snow only: count a gain over the lowest depth since the last counted
         # snowfall once it clears the dead band; settling and melt lower the reference.
         if state.snow_reference is None or depth < state.snow_reference:

@@ -271,6 +271,16 @@ def test_suspect_jumps_are_marked_never_dropped(levels, expected):
         assert all(r.value("alert_level") == "normal" for r in readings)  # a suspect level moves no stage
 
 
+def test_a_ploughed_then_refilled_field_is_no_snowfall():
+    # Ploughed from 0.5 m to 0.1 m (a jump, accepted on the third agreeing reading), then a snow pile dumped
+    # back to 0.5 m (again a step): neither is new snow.
+    depths = [0.5, 0.1, 0.1, 0.1, 0.5, 0.5, 0.5]
+    readings = feed(snow(max_jump=0.1), [(i * 600, 2.0 - d) for i, d in enumerate(depths)], kind="snow_depth")
+    assert [r.quality for r in readings] == ["ok", "suspect", "suspect", "ok", "suspect", "suspect", "ok"]
+    assert readings[-1].value("snow_depth") == 0.5
+    assert readings[-1].value("snowfall_24h") == 0.0
+
+
 def test_suspect_depth_does_not_count_as_snowfall():
     readings = feed(snow(max_jump=0.1), [(0, 1.5), (600, 1.0), (1200, 1.495)], kind="snow_depth")
     assert [r.quality for r in readings] == ["ok", "suspect", "ok"]
