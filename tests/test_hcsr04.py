@@ -46,10 +46,15 @@ def test_trigger_pulse_is_at_least_10us_and_pings_are_60ms_apart(factory):
     trig = gpio.hcsr04(factory, TRIG, ECHO, gpio.scripted([5800]))
     (r,) = hw_cases.run(Hcsr04, opts(samples=3), 1)
     assert trig.pings == 3 and trig.ignored == 0
-    highs = [s.timestamp for prev, s in zip(trig.states, trig.states[1:]) if not s.state and prev.state]
-    assert highs and all(width >= 0.00001 for width in highs)
-    lows = [s.timestamp for s in trig.states[2:] if s.state]  # time low before each later rising edge
-    assert all(gap >= 0.059 for gap in lows)
+    t, rises, widths = 0.0, [], []
+    for s in trig.states[1:]:  # (time since the previous change, new state)
+        t += s.timestamp
+        if s.state:
+            rises.append(t)
+        else:
+            widths.append(s.timestamp)
+    assert len(rises) == 3 and all(w >= 0.00001 for w in widths)
+    assert all(b - a >= 0.0599 for a, b in zip(rises, rises[1:]))  # trigger to trigger: the 60 ms cycle
     assert r.value("distance") == 1.0
 
 
