@@ -77,7 +77,7 @@ class Gateway:
         self.buffer = Buffer(cfg.storage.path, [u.name for u in cfg.uplinks], max_readings=cfg.storage.max_readings,
                              durability=cfg.storage.durability, commit_rows=cfg.storage.commit_rows)
         self.ids = IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path))
-        transports = [make_transport(u, cfg.gateway.id) for u in cfg.uplinks]
+        transports = [make_transport(u, cfg.gateway.id, cfg) for u in cfg.uplinks]
         for t in transports:
             await t.start()
         caps = {u.name: getattr(u, "reconnect_max", 30.0) for u in cfg.uplinks}

@@ -51,23 +51,26 @@ class Mosquitto:
     """A real broker. Persistence is saved on every change, so the test
     subscriber's session and its queued messages survive a SIGKILL."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra: str = ""):
+    def __init__(self, workdir: Path, port: int | None = None, extra: str = "", head: str = ""):
         self.workdir = workdir
         self.port = port or free_port()
         self.extra = extra
+        self.head = head  # global options that must stand before the first listener
         self.proc: subprocess.Popen | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> "Mosquitto":
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
+            f"{self.head}"
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "autosave_interval 1\n"
             "autosave_on_changes true\n"
-            "max_queued_messages 0\n"
+            # A large number, not 0: with 0 ("no limit") mosquitto 2.0.11 drops a client after a denied publish.
+            "max_queued_messages 10000000\n"
             f"log_dest file {self.workdir}/mosquitto.log\n"
             # As root, mosquitto would drop to its own user, which cannot write the test's private tmp dir.
             f"user {getpass.getuser()}\n"
