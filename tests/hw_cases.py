@@ -1,7 +1,7 @@
 """Driver testcases (drivers/<name>/testcases/<case>/): a case.yaml with the
 sensor's keys and the source of the vector, the captured device input, and
 expected.json (the readings as the pipeline leaves them, or the error the
-driver raises). Also small helpers shared by the hardware driver tests."""
+driver raises), with the vectors.json entries it holds. Also small helpers shared by the hardware driver tests."""
 
 from __future__ import annotations
 
@@ -46,15 +46,16 @@ def run(driver_cls: type[Driver], opts, reads: int) -> list[Reading]:
 
 
 def check(readings: list[Reading], expected: list[dict]) -> None:
+    """expected: readings as SPEC §3 writes them (values as {value, unit})."""
     assert len(readings) == len(expected)
     for r, e in zip(readings, expected):
-        got = {k: [v.value, v.unit] for k, v in r.values.items()}
-        assert list(got) == list(e["values"]), (got, e)
-        for name, (value, unit) in e["values"].items():
-            assert got[name][1] == unit
-            assert got[name][0] == pytest.approx(value, abs=1e-4), name
-        assert r.quality == e["quality"]
-        assert r.error == e.get("error")
+        got = r.as_json()
+        assert list(got["values"]) == list(e["values"]), (got["values"], e)
+        for name, want in e["values"].items():
+            assert got["values"][name].get("unit") == want.get("unit"), name
+            assert got["values"][name]["value"] == pytest.approx(want["value"], abs=1e-4), name
+        assert got["quality"] == e["quality"]
+        assert got.get("error") == e.get("error")
 
 
 def run_gateway(config: dict, console: Path, enough, timeout: float = 20.0, seen: list | None = None

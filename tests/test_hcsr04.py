@@ -39,7 +39,7 @@ def echoes(text: str) -> list:
 def test_testcase(folder, factory):
     meta, expected = hw_cases.load(folder)
     gpio.hcsr04(factory, TRIG, ECHO, gpio.scripted(echoes((folder / "echo_us.txt").read_text())))
-    hw_cases.check(hw_cases.run(Hcsr04, opts(**meta["options"]), len(expected)), expected)
+    hw_cases.check(hw_cases.run(Hcsr04, opts(**meta["options"]), len(expected["readings"])), expected["readings"])
 
 
 def test_trigger_pulse_is_at_least_10us_and_pings_are_60ms_apart(factory):
@@ -86,13 +86,20 @@ def test_model_driven_echo_matches_the_physics(factory):
     assert fixed.value("distance") == pytest.approx(1.5, abs=0.0002)
 
 
+@pytest.mark.parametrize("seconds, code", [(None, "no_echo"), (-0.001, "bad_timing"), (0.0058, None),
+                                           (0.0359, None), (0.036, "no_target"), (0.0379999, "no_target"),
+                                           (0.038, "no_target"), (0.06, "no_target")])
+def test_classify(seconds, code):
+    assert classify(seconds) == code
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, min_value=-1, max_value=1)))
 def test_fuzz_echo_classification(seconds):
     code = classify(seconds)
     assert code in (None, "no_echo", "bad_timing", "no_target")
     if code is None:
-        assert 0 <= echo_to_distance(seconds) < 6.6
+        assert 0 <= echo_to_distance(seconds) < 6.21
 
 
 @settings(max_examples=15, deadline=None)

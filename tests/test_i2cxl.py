@@ -30,7 +30,7 @@ def test_testcase(folder, bus):
     meta, expected = hw_cases.load(folder)
     answers = [bytes.fromhex(line) for line in (folder / "reads.hex").read_text().splitlines() if line.strip()]
     bus.devices[0x70] = I2cxlDevice(answers=answers)
-    hw_cases.check(hw_cases.run(I2cxl, opts(**meta["options"]), len(expected)), expected)
+    hw_cases.check(hw_cases.run(I2cxl, opts(**meta["options"]), len(expected["readings"])), expected["readings"])
 
 
 def test_wire_sequence_is_range_command_then_two_byte_read(bus):

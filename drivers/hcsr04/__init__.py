@@ -6,7 +6,8 @@ factory, so a factory with hardware-timed edges (lgpio, pigpio) gives the
 best figures. Samples are at least 60 ms apart (the datasheet's cycle) and
 their median is reported.
 
-- Echo high for 38 ms or more: no target (the module's own time-out).
+- Echo high for 36 ms or more: no target (the module's own 38 ms time-out;
+  no echo that long comes from a target in range).
 - No echo pulse at all: nothing answered; with no sample at all the read
   fails (wiring, power, a 5 V echo without a divider that killed the pin).
 - The module does not compensate for air temperature: distance is computed
@@ -30,7 +31,9 @@ from gateway.reading import Reading, Value
 
 TRIGGER_PULSE = 0.00001  # s, ≥ 10 µs high
 CYCLE = 0.06  # s between triggers ("we suggest to use over 60ms measurement cycle")
-NO_TARGET = 0.038  # s of echo: the module gave up
+# The module gives up after 38 ms (HC-SR04; 60 ms JSN-SR04T). Any echo of 36 ms or more (6.2 m, beyond the
+# 4 m / 6 m range of either module) is that time-out, also when the edges jitter a little short of 38 ms.
+NO_TARGET = 0.036
 ECHO_WAIT = 0.1  # s for the whole echo to arrive before the sample counts as silent
 US_PER_CM = 58.0
 
