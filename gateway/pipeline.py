@@ -122,7 +122,10 @@ class Pipeline:
         self.location = location
         if driver is None:
             from gateway import registry  # late: the registry is only needed when no class is given
-            driver = registry.load(options.driver)
+            try:
+                driver = registry.load(options.driver)
+            except registry.DriverLoadError:  # a validated config always loads; a bare test object may not
+                driver = Driver
         self.driver = driver
         self.latest = latest or (lambda sensor_id: None)
         self.state: dict[str | None, SensorState] = {}
@@ -167,6 +170,11 @@ class Pipeline:
         o: DistanceOptions = self.options  # type: ignore[assignment]
         distance = r.value("distance")
         if not isinstance(distance, (int, float)) or isinstance(distance, bool) or r.quality == "error":
+            self._stage_value(r, state)
+            return
+        if not math.isfinite(distance):  # JSON has no NaN or infinity: say so instead of deriving from it
+            r.values.pop("distance")
+            r.quality, r.error = "error", r.error or f"distance is {distance}"
             self._stage_value(r, state)
             return
         if not self.driver.temperature_compensated:

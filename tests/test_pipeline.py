@@ -4,7 +4,10 @@ correction, suspect jumps)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from drivers.base import DistanceOptions, Driver
 from gateway.config import ConfigError, parse_config
@@ -316,3 +319,34 @@ def test_config_rejects(keys, message):
 def test_config_accepts_temperature_from_a_bme280():
     config = parse_config(BASE % "temperature_from: env-1, fast_interval: 10s, rise_rate: 0.3", "gw.yaml")
     assert config.sensor("river-1").temperature_from == "env-1"
+
+
+# --- fuzz: any sequence of distances keeps the published values within the rules ----------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(["river_level", "snow_depth"]),
+       points=st.lists(st.tuples(st.floats(min_value=0, max_value=200_000),
+                                 st.one_of(st.none(), st.floats(min_value=-1e6, max_value=1e6),
+                                           st.sampled_from([math.nan, math.inf, -math.inf]))), max_size=30))
+def test_fuzz_pipeline_never_raises_and_keeps_its_rules(kind, points):
+    keys = {"alert_levels": LEVELS, "fast_interval": "10s", "rise_rate": 0.3} if kind == "river_level" \
+        else {"removal_threshold": 0.1}
+    p = Pipeline(options(kind=kind, mount_height=6.0, max_jump=0.5, median_window=3, air_temperature=-5.0, **keys),
+                 None, driver=TimeOfFlight)
+    readings = feed(p, sorted(points, key=lambda x: x[0]), kind=kind)
+    for r in readings:
+        doc = r.as_json()
+        assert r.quality in ("ok", "suspect", "error")
+        assert all(not isinstance(v["value"], float) or math.isfinite(v["value"]) for v in doc["values"].values())
+        assert doc["values"]["alert_level"]["value"] in ("normal", "standby", "caution", "evacuation", "danger",
+                                                         "removal")
+        if kind == "snow_depth" and "snow_depth" in doc["values"]:
+            assert doc["values"]["snow_depth"]["value"] >= 0
+            if r.quality == "ok":
+                assert doc["values"]["snowfall_24h"]["value"] >= doc["values"]["snowfall_1h"]["value"] >= 0
+    assert p.interval_override in (None, 10.0)
+
+
+def test_non_finite_distance_is_an_error_not_nan_in_json():
+    (r,) = feed(river(), [(0, float("nan"))])
+    assert r.quality == "error" and r.error == "distance is nan" and "distance" not in r.values
