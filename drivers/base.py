@@ -71,7 +71,7 @@ class DistanceOptions(SensorOptions):
     max_jump: float | None = Field(None, gt=0, description="m per reading beyond which a reading is suspect")
     # River
     alert_levels: AlertLevels | None = None
-    hysteresis: float = Field(0.05, ge=0, description="m a level must fall below a stage to leave it")
+    hysteresis: float = Field(0.05, ge=0, description="m a level (or snowfall_24h) must fall below a stage to leave it")
     fast_interval: Duration | None = Field(None, description="interval while at/above standby or rising fast")
     rise_rate: float | None = Field(None, gt=0, description="m/h of rise that switches to fast_interval")
     rise_window: Duration = Field(900.0, description="time over which the rise rate is measured")

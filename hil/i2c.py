@@ -16,8 +16,6 @@ import threading
 import time
 from typing import Callable
 
-from smbus2 import i2c_msg
-
 I2C_M_RD = 0x0001
 
 

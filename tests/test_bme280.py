@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import drivers.bme280 as bme280_module
 from drivers.bme280 import (Bme280, Bme280Error, compensate_h, compensate_p, compensate_t, decode, parse_adc,
                             parse_calibration)
 from hil.i2c import EXAMPLE_CALIBRATION, Bme280Device, SimBus, bme280_in_air
@@ -82,8 +83,7 @@ def test_testcase(folder, bus):
     bus.devices[0x76] = Bme280Device(regs, adc=lambda: parse_adc(data), chip_id=chip)
     o = opts(**meta["options"])
     if "raises" in expected:
-        with pytest.raises(getattr(__import__("drivers.bme280", fromlist=["x"]), expected["raises"]),
-                           match=expected["match"]):
+        with pytest.raises(getattr(bme280_module, expected["raises"]), match=expected["match"]):
             hw_cases.run(Bme280, o, 1)
         assert bus.closed  # a refused chip leaves the bus closed
     else:
