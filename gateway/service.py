@@ -40,6 +40,7 @@ class Gateway:
         self.stopping = asyncio.Event()
         self.runners: dict[str, SensorRunner] = {}
         self.pipelines: dict[str, Pipeline] = {}
+        self.latest: dict[str, Reading] = {}  # per sensor, as published: the pipeline's `temperature_from`
         self.deliveries: list[Delivery] = []
         self.readings_total = 0
 
@@ -47,7 +48,12 @@ class Gateway:
 
     def accept(self, reading: Reading) -> None:
         """A driver's reading: derive, stamp, and append to the buffer."""
-        reading = self.pipelines[reading.sensor].process(reading)
+        pipeline = self.pipelines[reading.sensor]
+        reading = pipeline.process(reading)
+        self.latest[reading.sensor] = reading
+        runner = self.runners.get(reading.sensor)
+        if runner is not None:  # a river in alert or rising fast is read more often
+            runner.interval_override = pipeline.interval_override
         reading.gateway = self.config.gateway.id
         reading.id = self.ids.next(reading.sensor)
         self.buffer.append(reading)
@@ -55,7 +61,8 @@ class Gateway:
 
     def _make_runner(self, options) -> SensorRunner:
         driver = registry.load(options.driver)(options)
-        self.pipelines[options.id] = Pipeline(options, self.config.location_of(options))
+        self.pipelines[options.id] = Pipeline(options, self.config.location_of(options), driver=type(driver),
+                                              latest=self.latest.get)
         return SensorRunner(driver, self.accept, self.buffer.set_sensor_state)
 
     # --- lifecycle -----------------------------------------------------------------------------
