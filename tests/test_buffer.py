@@ -5,7 +5,7 @@ import json
 import sqlite3
 import time
 
-from gateway.buffer import Buffer, dead_letters, retry_dead_letters, stats
+from gateway.buffer import Buffer, dead_letters, retry_dead_letters, stats, unpack
 from gateway.ids import IdGenerator
 from gateway.reading import Reading, Value
 from tests.helpers import GatewayProcess, buffer_stats, gateway_cli, sim_config, wait_for, write_config
@@ -58,7 +58,7 @@ def test_gateway_with_small_max_readings_keeps_alert_level_changes(tmp_path):
     s = buffer_stats(config)
     assert s["buffer"]["evictions"] > 0 and s["buffer"]["evictions"] == s["buffer"]["appended"] - s["buffer"]["readings"]
     with sqlite3.connect(tmp_path / "buffer.db") as conn:
-        alerts = [json.loads(rest)["values"]["alert_level"]["value"]
+        alerts = [json.loads(unpack(rest))["values"]["alert_level"]["value"]
                   for (rest,) in conn.execute("SELECT rest FROM readings WHERE alert = 1 ORDER BY seq")]
     assert alerts[:4] == ["standby", "caution", "evacuation", "danger"], "every stage change kept"
     assert "evicted" in gw.log_text()
@@ -67,7 +67,7 @@ def test_gateway_with_small_max_readings_keeps_alert_level_changes(tmp_path):
 def _bodies(tmp_path) -> str:
     try:
         with sqlite3.connect(tmp_path / "buffer.db") as conn:
-            return " ".join(rest for (rest,) in conn.execute("SELECT rest FROM readings WHERE alert = 1"))
+            return " ".join(unpack(rest) for (rest,) in conn.execute("SELECT rest FROM readings WHERE alert = 1"))
     except sqlite3.Error:
         return ""
 
