@@ -273,6 +273,45 @@ class Buffer:
         return c.execute("DELETE FROM readings WHERE seq IN "
                          "(SELECT seq FROM readings WHERE alert = 0 ORDER BY seq LIMIT ?)", (excess,)).rowcount
 
+    # --- changes while running (clock correction, config reload) ---------------------------------
+
+    def rewrite(self, fix: Callable[[str], tuple[str, int] | None], since_seq: int, containing: str) -> int:
+        """Rewrite buffered readings in place: `fix(body)` returns (new body,
+        observed_ms) or None to leave a row alone. Only rows from `since_seq`
+        whose body contains `containing` are offered. Used to correct the
+        stamps of readings taken before the clock was trusted."""
+        self.commit()
+        rows = self.conn.execute("SELECT seq, body FROM readings WHERE seq >= ? AND instr(body, ?) > 0",
+                                 (since_seq, containing)).fetchall()
+        updates = [(new[0], new[1], seq) for seq, body in rows if (new := fix(body)) is not None]
+        if updates:
+            with self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.executemany("UPDATE readings SET body = ?, observed_ms = ? WHERE seq = ?", updates)
+        return len(updates)
+
+    def add_uplink(self, name: str) -> None:
+        """A new uplink (config reload) starts at the oldest reading still buffered."""
+        if name in self.acked:
+            return
+        self.commit()
+        first = self.conn.execute("SELECT coalesce(min(seq), ?) FROM readings", (self._next_seq,)).fetchone()[0]
+        row = self.conn.execute("SELECT acked FROM cursors WHERE uplink = ?", (name,)).fetchone()
+        self.uplinks.append(name)
+        self.acked[name] = row[0] if row else first - 1
+        self._pending.cursors[name] = self.acked[name]
+
+    def remove_uplink(self, name: str) -> None:
+        """An uplink gone from the config no longer holds readings back from deletion."""
+        if name in self.acked:
+            self.uplinks.remove(name)
+            del self.acked[name]
+            self._pending.cursors.pop(name, None)
+
+    def off_commit(self, callback: Callable[[], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
     # --- reading (committed rows only) ---------------------------------------------------------
 
     def fetch(self, after: int, limit: int) -> list[Row]:

@@ -42,6 +42,15 @@ class StorageSection(Strict):
     commit_rows: int = Field(500, ge=1, le=100_000)
 
 
+class ServiceSection(Strict):
+    """How the daemon lives on the Pi: status socket, metrics, clock trust."""
+
+    status_socket: Path | None = Field(None, description="default: beside the buffer, <buffer>.sock")
+    metrics_port: int | None = Field(None, ge=1, le=65_535, description="Prometheus on 127.0.0.1; off when unset")
+    clock_check: Literal["auto", "kernel", "build-time", "off"] = "auto"
+    clock_hold: Duration = Field(300.0, description="hold deliveries at most this long while the clock is unsynced")
+
+
 def _check_url(url: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(url)
     if parts.scheme not in schemes:
@@ -144,6 +153,7 @@ UPLINK_TYPES: dict[str, type[UplinkBase]] = {
 class Config(BaseModel):
     gateway: GatewaySection
     storage: StorageSection = StorageSection()
+    service: ServiceSection = ServiceSection()
     uplinks: list[UplinkBase] = []
     sensors: list[SensorOptions] = []
     source: str = "<config>"
@@ -161,6 +171,7 @@ class Config(BaseModel):
 class _Top(Strict):
     gateway: GatewaySection
     storage: StorageSection = StorageSection()
+    service: ServiceSection = ServiceSection()
     uplinks: list[dict[str, Any]] = []
     sensors: list[dict[str, Any]] = []
 
@@ -236,7 +247,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
                                         f"duplicate sensor id {item.id!r}"))
             sensors.append(item)
 
-    config = Config(gateway=top.gateway, storage=top.storage, uplinks=uplinks, sensors=sensors, source=file)
+    config = Config(gateway=top.gateway, storage=top.storage, service=top.service, uplinks=uplinks, sensors=sensors, source=file)
     problems.extend(_cross_checks(config, lines, file))
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line))
