@@ -29,6 +29,24 @@ def socket_path(config) -> Path:
     return Path(configured) if configured else config.storage.path.with_suffix(".sock")
 
 
+def socket_path_lenient(config_file: str) -> Path:
+    """The socket path from a config that may not validate (a typo after which
+    the reload was rejected must not hide the running daemon's status)."""
+    import yaml
+    from gateway.config import StorageSection
+    try:
+        doc = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        doc = {}
+    service = doc.get("service") if isinstance(doc, dict) else None
+    storage = doc.get("storage") if isinstance(doc, dict) else None
+    if isinstance(service, dict) and isinstance(service.get("status_socket"), str):
+        return Path(service["status_socket"])
+    if isinstance(storage, dict) and isinstance(storage.get("path"), str):
+        return Path(storage["path"]).with_suffix(".sock")
+    return StorageSection().path.with_suffix(".sock")
+
+
 def _age(since_ms: int | None, now_ms: float) -> float | None:
     return None if since_ms is None else round(max(0.0, now_ms - since_ms) / 1000, 1)
 
