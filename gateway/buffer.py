@@ -359,8 +359,14 @@ def stats(conn: sqlite3.Connection, uplinks: list[str]) -> dict:
         out["sensors"][sid] = {"state": state, "detail": detail, "failures": failures,
                                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since_ms / 1000))}
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    out["buffer"] = {"readings": meta.get("count", 0), "evictions": meta.get("evictions", 0)}
+    out["buffer"] = {"readings": meta.get("count", 0), "evictions": meta.get("evictions", 0),
+                     "appended": meta.get("last_seq", 0), "file_bytes": _file_bytes(conn)}
     return out
+
+
+def _file_bytes(conn: sqlite3.Connection) -> int:
+    pages, size = conn.execute("PRAGMA page_count").fetchone()[0], conn.execute("PRAGMA page_size").fetchone()[0]
+    return pages * size
 
 
 def dead_letters(conn: sqlite3.Connection) -> list[DeadRow]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import os
+import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -19,6 +22,13 @@ log = logging.getLogger("gateway")
 
 
 DEFAULTS = {"config": None, "log_level": "info", "log_format": "text"}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (got {value})")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common], help="validate the config, print every problem")
     probe = sub.add_parser("probe", parents=[common], help="read one sensor with its real driver; sends nothing")
     probe.add_argument("sensor")
-    probe.add_argument("--count", type=int, default=1)
+    probe.add_argument("--count", type=_positive_int, default=1, help="readings to take (default 1)")
     buf = sub.add_parser("buffer", parents=[common], help="inspect the buffer")
     bsub = buf.add_subparsers(dest="action", required=True)
     stats = bsub.add_parser("stats", parents=[common], help="pending, oldest age, dead letters per uplink")
@@ -63,13 +73,16 @@ def _load(path: str) -> Config:
 
 
 def cmd_check(args) -> int:
+    # The problems are plain `FILE:LINE: key.path: message` lines (SPEC §1), for
+    # editors and people; the verdict is a log record, so it follows --log-format.
     try:
         config = _load(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        log.error("%s: %d problem%s", args.config, len(exc.problems), "" if len(exc.problems) == 1 else "s")
         return 2
-    print(f"{args.config}: valid ({len(config.sensors)} sensors, {len(config.uplinks)} uplinks)", file=sys.stderr)
+    log.info("%s: valid (%d sensors, %d uplinks)", args.config, len(config.sensors), len(config.uplinks))
     return 0
 
 
@@ -89,10 +102,12 @@ def cmd_buffer(args) -> int:
     from gateway import buffer
     config = _load(args.config)
     path = config.storage.path
-    if not path.exists():
-        print(f"no buffer at {path} (the gateway has not run with this config yet)", file=sys.stderr)
-        return 0
-    conn = buffer.open_connection(path, config.storage.durability)
+    if path.exists():
+        conn = buffer.open_connection(path, config.storage.durability)
+    else:  # the same report, all zeros, without creating a file the daemon's user should own
+        print(f"no buffer at {path} yet (the gateway has not run with this config)", file=sys.stderr)
+        conn = sqlite3.connect(":memory:")
+        conn.executescript(buffer.SCHEMA)
     if args.action == "stats":
         data = buffer.stats(conn, [u.name for u in config.uplinks])
         if args.json:
@@ -117,7 +132,8 @@ def _print_stats(data: dict) -> None:
         age = "-" if u["oldest_pending_age_s"] is None else f"{u['oldest_pending_age_s']:.1f}s"
         print(f"{name:<20} {u['pending']:>10} {age:>16} {u['dead_letters']:>13}")
     b = data["buffer"]
-    print(f"buffer: {b['readings']} readings, {b['evictions']} evicted")
+    print(f"buffer: {b['readings']} readings ({b['file_bytes'] / 1e6:.1f} MB), {b['evictions']} evicted, "
+          f"{b['appended']} appended in all")
     if data["sensors"]:
         print(f"\n{'sensor':<20} {'state':<10} {'failures':>8}  detail")
         for sid, s in data["sensors"].items():
@@ -126,19 +142,23 @@ def _print_stats(data: dict) -> None:
 
 def cmd_drivers(args) -> int:
     from drivers.base import SensorOptions
+    from gateway.keydoc import describe_keys
+    print("Keys every sensor takes:")
+    for line in describe_keys(SensorOptions):
+        print("    " + line)
     base = set(SensorOptions.model_fields)
     for name in sorted(registry.available()):
+        print()
         try:
             cls = registry.load(name)
         except registry.DriverLoadError as exc:
-            print(f"{name}: BROKEN: {exc}")
+            cause = exc.__cause__
+            why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+            print(f"{name}  BROKEN, cannot be used ({registry.available()[name]}): {why}")
             continue
-        print(f"{name}: {cls.summary}")
-        for key, field in cls.Options.model_fields.items():
-            if key in base:
-                continue
-            default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
-            print(f"    {key} ({default})" + (f": {field.description}" if field.description else ""))
+        print(f"{name}  {cls.summary}".rstrip())
+        for line in describe_keys(cls.Options, skip=base):
+            print("    " + line)
     return 0
 
 
@@ -204,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args.log_level, args.log_format)
     if args.command == "run":
         logs.limit_repeats()
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: a hung daemon can be diagnosed in the field.
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (ValueError, OSError, AttributeError):  # stderr without a file descriptor (embedded, captured)
+        pass
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

@@ -118,8 +118,11 @@ class Delivery:
                 self._dispatch_one(batch)
 
     async def _sleep(self, timeout: float) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+        # that lands as the event fires, and the worker would never stop.
         try:
-            await asyncio.wait_for(self.wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
         except TimeoutError:
             pass
 

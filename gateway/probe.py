@@ -36,7 +36,7 @@ def probe(config: Config, sensor_id: str, count: int) -> int:
             for reading in driver.read(wait):
                 reading = pipeline.process(reading)
                 reading.gateway = config.gateway.id
-                reading.id = f"{config.gateway.id}.{reading.sensor}.{int(reading.observed_at * 1000)}.{seen:06d}"
+                reading.id = f"{config.gateway.id}.{reading.sensor}.{round(reading.observed_at * 1000)}.{seen:06d}"
                 print(reading.to_json(), flush=True)
                 seen += 1
                 if seen >= count:

@@ -85,11 +85,13 @@ class SensorRunner:
         try:
             if not self._opened:
                 self._busy = loop.run_in_executor(self._executor, self.driver.open)
-                await asyncio.wait_for(asyncio.shield(self._busy), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see gateway/delivery.py _sleep
+                    await asyncio.shield(self._busy)
                 self._opened = True
             wait = self.interval if self.driver.event_driven else timeout
             self._busy = loop.run_in_executor(self._executor, self.driver.read, wait)
-            readings = await asyncio.wait_for(asyncio.shield(self._busy), wait + timeout)
+            async with asyncio.timeout(wait + timeout):
+                readings = await asyncio.shield(self._busy)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any device failure: isolate, back off, reopen

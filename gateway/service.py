@@ -54,6 +54,13 @@ class CountingRunner(SensorRunner):
         return delay
 
 
+def dump_tasks() -> None:
+    """`kill -USR2 <pid>`: log where every asyncio task waits (SIGUSR1 gives thread stacks)."""
+    for task in asyncio.all_tasks():
+        log.warning("task %s: %s", task.get_name(), "".join(
+            f"\n  {f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}" for f in task.get_stack()))
+
+
 class Gateway:
     def __init__(self, config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None):
         self.config = config
@@ -141,8 +148,9 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGUSR2, dump_tasks)
         if os.environ.get("GATEWAY_DEBUG_HOOKS") == "1":
-            loop.add_signal_handler(signal.SIGUSR2, _freeze_event_loop)
+            loop.add_signal_handler(signal.SIGRTMIN, _freeze_event_loop)
         self.notifier.status("opening the buffer")
         self.buffer = Buffer(cfg.storage.path, [u.name for u in cfg.uplinks], max_readings=cfg.storage.max_readings,
                              durability=cfg.storage.durability, commit_rows=cfg.storage.commit_rows)
@@ -381,7 +389,7 @@ def _caught_up(delivery: Delivery) -> bool:
 
 
 def _freeze_event_loop() -> None:
-    """Debug hook (GATEWAY_DEBUG_HOOKS=1, then SIGUSR2): block the event loop as a
+    """Debug hook (GATEWAY_DEBUG_HOOKS=1, then SIGRTMIN): block the event loop as a
     synchronous bug would, so tests can see the watchdog keep-alives stop."""
     log.warning("debug hook: freezing the event loop")
     time.sleep(3600)

@@ -49,6 +49,20 @@ class LineMap:
         return 1
 
 
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem, with where the construct it was reading began (an
+    unclosed bracket is reported where parsing gave up, lines later)."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    column = f" at column {exc.problem_mark.column + 1}" if getattr(exc, "problem_mark", None) else ""
+    context, at = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    reason = problem + column
+    if context and at:
+        reason += f" ({context} from line {at.line + 1})"
+    if "'\\t'" in problem:
+        reason += "; indent with spaces, not tabs"
+    return reason
+
+
 def load(text: str, file: str) -> tuple[object, LineMap, list[Problem]]:
     """Parse YAML text; returns (data, line map, problems). Data is None when unparsable."""
     lines = LineMap()
@@ -57,9 +71,9 @@ def load(text: str, file: str) -> tuple[object, LineMap, list[Problem]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark else 1
-        reason = getattr(exc, "problem", None) or str(exc)
-        return None, lines, [Problem(file, line, "(yaml)", f"not valid YAML: {reason}")]
+        # "unexpected end of stream" points one past the last line; editors want a real line.
+        line = min(mark.line + 1, len(text.splitlines()) or 1) if mark else 1
+        return None, lines, [Problem(file, line, "(yaml)", f"not valid YAML: {_yaml_reason(exc)}")]
     if node is None:
         return {}, lines, []
     constructor = yaml.SafeLoader("")
@@ -68,7 +82,20 @@ def load(text: str, file: str) -> tuple[object, LineMap, list[Problem]]:
         lines.lines.setdefault(path, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
             out: dict = {}
+            merged: dict = {}
             for key_node, value_node in n.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    # `<<: *defaults` shares keys between sensors; keys written here win.
+                    sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                    for source in sources:
+                        value = build(source, path)
+                        if not isinstance(value, dict):
+                            problems.append(Problem(file, key_node.start_mark.line + 1, format_path(path),
+                                                    "<< merges a mapping (an anchor like *defaults)"))
+                            continue
+                        for k, v in value.items():
+                            merged.setdefault(k, v)
+                    continue
                 key = constructor.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
                     problems.append(Problem(file, key_node.start_mark.line + 1, format_path(path), "keys must be plain names"))
@@ -79,6 +106,8 @@ def load(text: str, file: str) -> tuple[object, LineMap, list[Problem]]:
                     problems.append(Problem(file, key_node.start_mark.line + 1, format_path(child), "duplicate key"))
                 lines.lines[child] = key_node.start_mark.line + 1
                 out[key] = build(value_node, child)
+            for k, v in merged.items():
+                out.setdefault(k, v)
             return out
         if isinstance(n, yaml.SequenceNode):
             return [build(item, path + (i,)) for i, item in enumerate(n.value)]

@@ -9,7 +9,7 @@ import json
 import sqlite3
 import time
 
-from daemon_helpers import base_config, console_lines
+from tests.daemon_helpers import base_config, console_lines
 from gateway.clock import ManualClock, SystemClock, corrected_body, kernel_synced
 from gateway.config import parse_config
 from gateway.reading import Reading, Value, format_time, parse_time

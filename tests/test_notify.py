@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from daemon_helpers import Daemon, base_config, wait_for, write_config
+from tests.daemon_helpers import Daemon, base_config, wait_for, write_config
 from gateway.notify import Notifier
 
 WATCHDOG_USEC = 400_000  # keep-alives every 0.2s
@@ -66,7 +66,7 @@ def test_ready_status_and_watchdog_keepalives(daemon):
 def test_frozen_event_loop_stops_the_keepalives(daemon):
     d, notify, _ = daemon
     wait_for(lambda: notify.count("WATCHDOG=1") >= 3, what="keep-alives before the freeze")
-    d.signal(signal.SIGUSR2)  # debug hook: blocks the event loop as a synchronous bug would
+    d.signal(signal.SIGRTMIN)  # debug hook: blocks the event loop as a synchronous bug would
     wait_for(lambda: "freezing the event loop" in d.logs(), what="the freeze")
     notify.poll()  # whatever was sent before the freeze
     before = notify.count("WATCHDOG=1")

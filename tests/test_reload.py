@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from daemon_helpers import Daemon, base_config, console_lines, free_port, status_json, wait_for, write_config
+from tests.daemon_helpers import Daemon, base_config, console_lines, free_port, status_json, wait_for, write_config
 
 
 def _buffered_ids(db) -> set[str]:

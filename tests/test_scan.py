@@ -6,7 +6,7 @@ import errno
 import json
 import time
 
-from daemon_helpers import base_config, gateway_cli, write_config
+from tests.daemon_helpers import base_config, gateway_cli, write_config
 from gateway.scan import scan_i2c
 from hil.pty_device import PtyDevice
 

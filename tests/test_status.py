@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from daemon_helpers import (Daemon, base_config, console_lines, free_port, gateway_cli, status_json, wait_for,
+from tests.daemon_helpers import (Daemon, base_config, console_lines, free_port, gateway_cli, status_json, wait_for,
                             write_config)
 
 

@@ -78,6 +78,7 @@ class MqttTransport(Transport):
             reconnect_on_failure=False,  # reconnects are ours, with jitter
         )
         client.max_inflight_messages_set(self.window)
+        client.enable_logger(logging.getLogger("paho.mqtt"))  # callback errors reach our log
         if self.config.username:
             client.username_pw_set(self.config.username, self.password)
         if self.config.tls:
@@ -146,6 +147,9 @@ class MqttTransport(Transport):
     def _connection_lost(self, reason: str) -> None:
         if self._ready.is_set() and not self._stopping:
             log.warning("uplink %s: disconnected from %s:%s (%s)", self.name, self.host, self.port, reason)
+        elif not self._stopping:
+            log.warning("uplink %s: %s:%s closed the connection before accepting it (%s); check the TLS "
+                        "certificates, username and password", self.name, self.host, self.port, reason)
         self._ready.clear()
         pending, self._pending = self._pending, {}
         for fut, _ in pending.values():
