@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     si2c = ssub.add_parser("i2c", parents=[common], help="I2C addresses that answer, known chips named")
     si2c.add_argument("--bus", type=int, default=1, help="bus number (default 1: /dev/i2c-1 on a Pi)")
     sble = ssub.add_parser("ble", parents=[common], help="BLE beacons nearby, decoded")
-    sble.add_argument("--seconds", type=float, default=10.0)
+    sble.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
+    sble.add_argument("--adapter", default="hci0", help="hci0, or replay:FILE to decode a recording")
+    sble.add_argument("--record", metavar="FILE", help="write what is heard to a replay file instead")
     return p
 
 
@@ -203,11 +205,13 @@ def cmd_scan(args) -> int:
         return 0
     try:
         from drivers.ble_beacon import scan as ble_scan
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("drivers.ble_beacon", "drivers.ble_beacon.scan"):
+            raise  # the driver is there but broken: show why
         print("gateway scan ble: not available in this installation (the ble_beacon driver is not installed)",
               file=sys.stderr)
         return 1
-    return ble_scan.main(args.seconds)
+    return ble_scan.main(args.seconds, adapter=args.adapter, record_to=args.record)
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "probe": cmd_probe, "buffer": cmd_buffer, "drivers": cmd_drivers,

@@ -70,3 +70,10 @@ def test_probe_shows_a_live_reading_within_seconds(tmp_path):
     reading = json.loads(out.stdout)
     assert reading["sensor"] == "river-1" and "water_level" in reading["values"]
     assert took < 10  # an hourly sensor still answers at once
+
+
+def test_scan_ble_fails_clearly_without_an_adapter(tmp_path):
+    # Without the ble_beacon driver: "not available"; with it: the replay file that is not there.
+    out = gateway_cli("scan", "ble", "--seconds", "0.1", "--adapter", f"replay:{tmp_path / 'none.jsonl'}")
+    assert out.returncode == 1
+    assert "gateway scan ble:" in out.stderr and "Traceback" not in out.stderr
