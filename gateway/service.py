@@ -42,11 +42,20 @@ def id_lease_file(buffer_path: Path) -> Path:
 
 
 class CountingRunner(SensorRunner):
-    """A SensorRunner that also counts failed reads (for status and metrics)."""
+    """A SensorRunner that also counts failed reads (for status and metrics) and
+    notes when it last tried, so the watchdog can tell a stuck scheduler."""
 
     read_errors = 0
+    last_attempt = time.monotonic()
+
+    @property
+    def stall_limit(self) -> float:
+        """Longest quiet time that is still normal: an interval, a timed-out
+        open and read, and the longest failure backoff, with a margin."""
+        return self.interval + 2 * self.options.read_timeout + max(self.options.interval, 300.0) + 30.0
 
     async def read_once(self) -> float:
+        self.last_attempt = time.monotonic()
         before = self.failures
         delay = await super().read_once()
         if self.failures > before:
@@ -101,7 +110,9 @@ class Gateway:
     def _make_runner(self, options) -> SensorRunner:
         driver = registry.load(options.driver)(options)
         self.pipelines[options.id] = Pipeline(options, self.config.location_of(options))
-        return CountingRunner(driver, self.accept, self.buffer.set_sensor_state)
+        runner = CountingRunner(driver, self.accept, self.buffer.set_sensor_state)
+        runner.last_attempt = time.monotonic()
+        return runner
 
     # --- sensors and uplinks, started and stopped one by one (start and reload) ------------------
 
@@ -239,6 +250,10 @@ class Gateway:
             problems.append(f"buffer commits stalled for {stalled:.0f}s")
         if self.stopping.is_set():
             return problems
+        for sid, runner in self.runners.items():
+            quiet = time.monotonic() - getattr(runner, "last_attempt", time.monotonic())
+            if isinstance(runner, CountingRunner) and quiet > runner.stall_limit:
+                problems.append(f"sensor {sid}: scheduler has not tried a read for {quiet:.0f}s")
         named = [(f"uplink {n}", t) for n, t in self.delivery_tasks.items()]
         named += [(f"sensor {n}", t) for n, t in self.sensor_tasks.items()]
         named += [(t.get_name(), t) for t in self._core_tasks]

@@ -82,3 +82,53 @@ def test_watchdog_interval_is_half_of_watchdog_usec():
     assert Notifier({"WATCHDOG_USEC": "60000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
     assert not Notifier({}).enabled
     Notifier({}).ready("no systemd: a no-op")  # must not raise
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self):
+        super().__init__({"NOTIFY_SOCKET": "/unused", "WATCHDOG_USEC": "100000"})
+        self.sent: list[str] = []
+
+    def send(self, *fields: str) -> None:
+        self.sent.extend(fields)
+
+
+def test_a_dead_worker_or_a_stuck_scheduler_stops_the_keepalives(tmp_path):
+    import asyncio
+    import time
+
+    import yaml
+
+    from gateway.config import parse_config
+    from gateway.service import Gateway
+    from tests.daemon_helpers import base_config
+
+    doc = base_config(tmp_path, sensors=[{"id": "river-1", "driver": "sim_river", "interval": "100ms"}],
+                      uplinks=[{"name": "console", "type": "console", "path": str(tmp_path / "out.jsonl")}])
+    notifier = RecordingNotifier()
+
+    async def until(predicate, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.02)
+
+    async def scenario():
+        gw = Gateway(parse_config(yaml.safe_dump(doc)), notifier=notifier)
+        task = asyncio.create_task(gw.run())
+        await until(lambda: notifier.sent.count("WATCHDOG=1") >= 3)
+        assert gw.health_problems() == []
+        # A scheduler that stopped trying (its last attempt long ago) is not healthy …
+        gw.runners["river-1"].last_attempt -= 10_000
+        assert gw.health_problems()[0].startswith("sensor river-1: scheduler has not tried a read for")
+        gw.runners["river-1"].last_attempt = time.monotonic()
+        # … nor is an uplink whose worker died.
+        gw.delivery_tasks["console"].cancel()
+        await until(lambda: gw.health_problems() == ["uplink console: worker stopped"])
+        count = notifier.sent.count("WATCHDOG=1")
+        await asyncio.sleep(0.5)  # five keep-alive intervals
+        assert notifier.sent.count("WATCHDOG=1") == count
+        gw.request_stop("test")
+        await task
+
+    asyncio.run(scenario())
