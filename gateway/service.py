@@ -91,6 +91,7 @@ class Gateway:
         self.last_commit = time.monotonic()
         self._core_tasks: list[asyncio.Task] = []
         self._reload_task: asyncio.Task | None = None
+        self._started = False  # reloads wait until start-up is done
 
     # --- readings in ---------------------------------------------------------------------------
 
@@ -191,6 +192,7 @@ class Gateway:
                             asyncio.create_task(self._watchdog_loop(), name="watchdog")]
         log.info("gateway %s running: %d sensors, %d uplinks (%s), buffer %s", cfg.gateway.id, len(self.runners),
                  len(self.deliveries), ", ".join(f"{u.name}:{u.type}" for u in cfg.uplinks) or "none", cfg.storage.path)
+        self._started = True
         self.notifier.ready(self.status_line())
 
         await self.stopping.wait()
@@ -335,6 +337,9 @@ class Gateway:
 
     def request_reload(self) -> None:
         if self.stopping.is_set():
+            return
+        if not self._started:
+            log.info("SIGHUP during start-up: the config just read is already the current one")
             return
         if self._reload_task is not None and not self._reload_task.done():
             log.info("SIGHUP: a reload is already running")
