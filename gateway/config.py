@@ -119,7 +119,9 @@ class MqttUplinkConfig(UplinkBase):
     session_expiry: Duration = 86_400.0
     keepalive: Duration = 30.0
     reconnect_max: Duration = 30.0
-    format: Literal["json"] = "json"
+    format: Literal["json", "iota-json"] = "json"
+    apikey: str | None = Field(None, description="iota-json: the IoT Agent service's API key")
+    attributes: dict[str, str] = Field({}, description="iota-json: value name -> short attribute name")
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -153,6 +155,8 @@ class MqttUplinkConfig(UplinkBase):
             raise _key_error("password_file", "password_file needs a username")
         if (self.cert_file or self.ca_file) and not self.tls:
             raise _key_error("url", "ca_file/cert_file need a TLS URL: write mqtts://")
+        if self.format == "iota-json" and not self.apikey:
+            raise _key_error("format", "format iota-json needs an apikey")
         return self
 
     @property
@@ -168,6 +172,10 @@ class NgsiLdUplinkConfig(UplinkBase):
     ca_file: ReadableFile | None = None
     core_context: str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
     timeout: Duration = 10.0
+    batch: int = Field(500, ge=1, le=10_000, description="readings per send (several requests: temporal + upsert)")
+    max_request_bytes: int = Field(1_000_000, ge=10_000, le=1_048_575, description="upsert/temporal body limit")
+    heartbeat: Duration = Field(60.0, description="how often the gateway's own Device entity is refreshed")
+    reconnect_max: Duration = 30.0
 
     @field_validator("url")
     @classmethod

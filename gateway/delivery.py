@@ -114,8 +114,7 @@ class Delivery:
             if not self._heads:
                 await self._sleep(RETRY_POLL)
                 continue
-            while self._heads and self._inflight < window:
-                self._dispatch_one(batch)
+            self._refill()
 
     async def _sleep(self, timeout: float) -> None:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
@@ -143,6 +142,12 @@ class Delivery:
                 heapq.heappush(self._heads, (row.seq, key))
             group.append(row)
 
+    def _refill(self) -> None:
+        """Start sends while the window has room. Also called from each
+        acknowledgement, so a steady stream needs no wake-up of the pump task."""
+        while self._heads and self._inflight < self.t.window and self._failure is None:
+            self._dispatch_one(self.t.batch)
+
     def _dispatch_one(self, batch: int) -> None:
         seq, key = heapq.heappop(self._heads)
         group = self._groups.pop(key)
@@ -169,13 +174,14 @@ class Delivery:
         if gen != self._gen:
             return  # from before a rewind: those rows are being sent again anyway
         self._inflight -= 1
-        self.wake.set()
         if fut.cancelled():
             self._failure = TransportLost("send cancelled")
+            self.wake.set()
             return
         exc = fut.exception()
         if exc is not None:
             self._failure = exc if isinstance(exc, (TransportLost, TransientError)) else TransientError(repr(exc))
+            self.wake.set()
             return
         self.backoff.reset()
         self.last_latency = time.monotonic() - send.started
@@ -186,12 +192,16 @@ class Delivery:
                 self.buffer.dead_retry_done(dead.id)
             else:
                 self.buffer.dead_retry_rejected(dead.id, outcomes[0])
+            self.wake.set()
             return
         for row, reason in zip(send.rows, outcomes):
             if reason is not None:
                 self.buffer.dead_letter(self.name, row.seq, row.body, reason)
         send.done = True
         self._advance_cursor()
+        self._refill()
+        if not self._heads:
+            self.wake.set()  # the queue ran dry: the pump fetches more
 
     def _advance_cursor(self) -> None:
         while self._unfinished and self._unfinished[0].done:

@@ -130,7 +130,7 @@ class Gateway:
         self.pipelines.pop(sensor_id, None)
 
     async def _start_uplink(self, u) -> None:
-        transport = make_transport(u, self.config.gateway.id)
+        transport = make_transport(u, self.config.gateway.id, self.config)
         await transport.start()
         delivery = Delivery(self.buffer, transport, getattr(u, "reconnect_max", 30.0))
         self.transports[u.name] = transport
@@ -378,14 +378,17 @@ class Gateway:
         old_s = {s.id: (s, old.location_of(s)) for s in old.sensors}
         new_s = {s.id: (s, new.location_of(s)) for s in new.sensors}
         self.config = new
+        # An uplink that reads sensor options (NGSI-LD: alert levels) restarts when the sensors change.
+        sensors_changed = old_s != new_s
+        needs_sensors = {name for name, u in new_u.items() if u.type == "ngsi-ld" and sensors_changed}
         for name, u in old_u.items():
-            if new_u.get(name) != u:
+            if new_u.get(name) != u or name in needs_sensors:
                 await self._stop_uplink(name)
                 if name not in new_u:
                     self.buffer.remove_uplink(name)
                     log.info("uplink %s removed", name)
         for name, u in new_u.items():
-            if old_u.get(name) != u:
+            if old_u.get(name) != u or name in needs_sensors:
                 self.buffer.add_uplink(name)
                 await self._start_uplink(u)
                 log.info("uplink %s %s", name, "changed" if name in old_u else "added")

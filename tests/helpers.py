@@ -157,13 +157,17 @@ def sim_config(tmp: Path, uplinks: list[dict], *, interval: str = "50ms", gatewa
 
 
 class GatewayProcess:
-    """`gateway run` as a real process: stopped by SIGTERM or SIGKILL, its log kept."""
+    """`gateway run` as a real process: stopped by SIGTERM or SIGKILL, its log kept.
+    Every one still running when its test ends is killed (tests/conftest.py)."""
+
+    running: set["GatewayProcess"] = set()
 
     def __init__(self, config: Path, log: Path):
         self.config, self.log = config, log
 
     def start(self) -> "GatewayProcess":
         self._log = open(self.log, "ab")
+        GatewayProcess.running.add(self)
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(self.config)],
                                      stdout=self._log, stderr=self._log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self
@@ -180,12 +184,15 @@ class GatewayProcess:
             self.kill()
             raise AssertionError(f"gateway did not stop within {timeout}s:\n{self.log_text()[-6000:]}") from None
         self._log.close()
+        GatewayProcess.running.discard(self)
         return rc
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
         self._log.close()
+        GatewayProcess.running.discard(self)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

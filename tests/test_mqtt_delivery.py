@@ -74,7 +74,7 @@ def test_gateway_killed_under_load_loses_no_committed_reading(tmp_path, broker):
     gw.kill()
     with sqlite3.connect(tmp_path / "buffer.db") as conn:
         committed_waiting = {row[0] for row in conn.execute("SELECT json_extract(body, '$.id') FROM readings")}
-        appended_before = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()[0]
+        appended_before = conn.execute("SELECT value FROM state WHERE key = 'last_seq'").fetchone()[0]
     assert appended_before > 0
     gw2 = GatewayProcess(config, tmp_path / "gw2.log").start()
     run_for(gw2, 2)

@@ -10,6 +10,7 @@ message is kept only in paho's memory.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 from urllib.parse import urlsplit
@@ -26,6 +27,19 @@ from gateway.fields import read_secret
 from gateway.uplinks.base import Transport, TransportLost
 
 log = logging.getLogger(__name__)
+
+
+def iota_device_id(gateway: str, row: Row) -> str:
+    """The IoT Agent device id: the tail of the NGSI-LD entity id, so both uplinks name a thing alike."""
+    return ".".join(p for p in (gateway, row.sensor, row.device) if p)
+
+
+def iota_measures(body: str, attributes: dict[str, str]) -> dict:
+    """FIWARE IoT Agent JSON measures: {short name: value, ..., TimeInstant: observed_at}."""
+    doc = json.loads(body)
+    out = {attributes.get(name, name): v["value"] for name, v in doc["values"].items()}
+    out["TimeInstant"] = doc["observed_at"]  # the agent takes it as the measures' observedAt
+    return out
 
 
 def topic_for(template: str, gateway: str, row: Row) -> str:
@@ -51,6 +65,7 @@ class MqttTransport(Transport):
         self.password = read_secret(config.password_file) if config.password_file else None
         self._client: mqtt.Client | None = None
         self._pending: dict[int, tuple[asyncio.Future, int]] = {}
+        self._topics: dict[tuple, str] = {}
         self._ready = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task | None = None
@@ -160,7 +175,23 @@ class MqttTransport(Transport):
     # --- publishing ------------------------------------------------------------------------------
 
     def group_key(self, row: Row) -> str:
-        return topic_for(self.config.topic, self.gateway, row)
+        key = (row.sensor, row.kind, row.device)
+        topic = self._topics.get(key)
+        if topic is None:
+            if len(self._topics) > 10_000:  # many passing beacons: keep the cache bounded
+                self._topics.clear()
+            if self.config.format == "iota-json":
+                topic = f"/json/{self.config.apikey}/{iota_device_id(self.gateway, row)}/attrs"
+            else:
+                topic = topic_for(self.config.topic, self.gateway, row)
+            self._topics[key] = topic
+        return topic
+
+    def payload(self, rows: list[Row]) -> str:
+        if self.config.format == "iota-json":
+            measures = [iota_measures(r.body, self.config.attributes) for r in rows]
+            return json.dumps(measures[0] if self.batch == 1 else measures, ensure_ascii=False, separators=(",", ":"))
+        return rows[0].body if self.batch == 1 else "[" + ",".join(r.body for r in rows) + "]"
 
     def send(self, rows: list[Row]) -> asyncio.Future:
         fut = self.loop.create_future()
@@ -168,7 +199,7 @@ class MqttTransport(Transport):
         if client is None or not self._ready.is_set():
             fut.set_exception(TransportLost("not connected"))
             return fut
-        payload = rows[0].body if self.batch == 1 else "[" + ",".join(r.body for r in rows) + "]"
+        payload = self.payload(rows)
         try:
             info = client.publish(self.group_key(rows[0]), payload, qos=self.config.qos)
         except ValueError as exc:  # e.g. larger than MQTT allows: no retry can fix it

@@ -1,0 +1,119 @@
+"""The scheduler (issue 2 item 4): no drift, a hung or failing sensor isolated
+from the others and backed off, its state reported."""
+
+import asyncio
+import threading
+import time
+
+from drivers.base import DeviceError, Driver, SensorOptions
+from gateway.reading import Value
+from gateway.scheduler import SensorRunner
+
+
+class Recorder(Driver):
+    def __init__(self, options, read_takes: float = 0.0):
+        super().__init__(options)
+        self.read_takes = read_takes
+        self.times: list[float] = []
+
+    def read(self, timeout):
+        self.times.append(time.monotonic())
+        time.sleep(self.read_takes)  # a slow device: must not push later reads back
+        return [self.reading({"distance": Value(1.0, "m")}, kind="river_level")]
+
+
+class Hung(Driver):
+    def __init__(self, options):
+        super().__init__(options)
+        self.release = threading.Event()
+
+    def read(self, timeout):
+        self.release.wait(30)
+        return []
+
+
+class Flaky(Driver):
+    def __init__(self, options, failures: int):
+        super().__init__(options)
+        self.failures, self.opens, self.attempts = failures, 0, []
+
+    def open(self):
+        self.opens += 1
+
+    def read(self, timeout):
+        self.attempts.append(time.monotonic())
+        if len(self.attempts) <= self.failures:
+            raise DeviceError("no answer on /dev/ttyUSB0")
+        return [self.reading({"distance": Value(1.0, "m")}, kind="river_level")]
+
+
+def opts(sensor_id: str, interval: float, timeout: float | None = None) -> SensorOptions:
+    return SensorOptions(id=sensor_id, driver="test", interval=f"{int(interval * 1000)}ms",
+                         **({"timeout": f"{int(timeout * 1000)}ms"} if timeout else {}))
+
+
+async def until(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def test_reads_are_due_at_start_plus_n_intervals_without_drift():
+    driver = Recorder(opts("steady", 0.03), read_takes=0.01)
+    runner = SensorRunner(driver, lambda r: None, lambda *a: None)
+
+    async def main():
+        task = asyncio.create_task(runner.run())
+        await until(lambda: len(driver.times) >= 31)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    # Sleeping a whole interval after each 10 ms read would drift 300 ms over 30 reads.
+    elapsed = driver.times[30] - driver.times[0]
+    assert abs(elapsed - 30 * 0.03) < 0.15, f"30 intervals took {elapsed:.3f}s"
+
+
+def test_a_hung_sensor_does_not_stall_the_others_and_is_reported():
+    states = []
+    good = Recorder(opts("good", 0.02))
+    hung = Hung(opts("hung", 0.02, timeout=0.1))
+    readings = []
+    runners = [SensorRunner(good, readings.append, lambda *a: states.append(a)),
+               SensorRunner(hung, readings.append, lambda *a: states.append(a))]
+
+    async def main():
+        tasks = [asyncio.create_task(r.run()) for r in runners]
+        await until(lambda: any(s[0] == "hung" and s[1] == "hung" for s in states))
+        count = len(good.times)
+        await until(lambda: len(good.times) >= count + 20)  # still reading while the other hangs
+        hung.release.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+    assert runners[0].state == "ok"
+    assert any(s[0] == "hung" and s[1] == "failing" and "timed out" in s[2] for s in states)
+
+
+def test_a_failing_sensor_backs_off_exponentially_reopens_and_recovers():
+    states = []
+    flaky = Flaky(opts("flaky", 0.01), failures=4)
+    runner = SensorRunner(flaky, lambda r: None, lambda *a: states.append(a))
+    runner._backoff.first, runner._backoff.cap = 0.02, 1.0  # keep the test short; the shape is what counts
+
+    async def main():
+        task = asyncio.create_task(runner.run())
+        await until(lambda: runner.reads >= 1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    gaps = [b - a for a, b in zip(flaky.attempts, flaky.attempts[1:5])]
+    assert gaps[3] > gaps[0] * 2, f"delays grow: {gaps}"
+    assert flaky.opens == 5, "the device is closed and reopened after each failure"
+    failing = [s for s in states if s[1] == "failing"]
+    assert failing and "no answer on /dev/ttyUSB0" in failing[0][2]
+    assert states[-1][1] == "ok" and runner.failures == 0
