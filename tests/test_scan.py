@@ -5,10 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import time
+from pathlib import Path
 
 from tests.daemon_helpers import base_config, gateway_cli, write_config
 from gateway.scan import scan_i2c
 from hil.pty_device import PtyDevice
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_scan_serial_lists_a_pseudo_terminal_given_to_it(tmp_path):
@@ -72,8 +75,15 @@ def test_probe_shows_a_live_reading_within_seconds(tmp_path):
     assert took < 10  # an hourly sensor still answers at once
 
 
+def test_scan_ble_lists_beacons_decoded(tmp_path):
+    # Recorded advertisements (the ble_beacon driver's replay adapter) stand in for the radio.
+    replay = REPO / "drivers/ble_beacon/testcases/interval-tlm-joined-by-mac-raw-ids-hidden/adverts.jsonl"
+    out = gateway_cli("scan", "ble", "--seconds", "1", "--adapter", f"replay:{replay}")
+    assert out.returncode == 0, out.stderr
+    assert "EddystoneTLM,EddystoneUID" in out.stdout and "IBeacon" in out.stdout and "RuuviV5" in out.stdout
+
+
 def test_scan_ble_fails_clearly_without_an_adapter(tmp_path):
-    # Without the ble_beacon driver: "not available"; with it: the replay file that is not there.
     out = gateway_cli("scan", "ble", "--seconds", "0.1", "--adapter", f"replay:{tmp_path / 'none.jsonl'}")
     assert out.returncode == 1
     assert "gateway scan ble:" in out.stderr and "Traceback" not in out.stderr
