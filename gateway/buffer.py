@@ -298,9 +298,9 @@ class Buffer:
             return
         self.commit()
         first = self.conn.execute("SELECT coalesce(min(seq), ?) FROM readings", (self._next_seq,)).fetchone()[0]
-        row = self.conn.execute("SELECT acked FROM cursors WHERE uplink = ?", (name,)).fetchone()
+        acked = self._meta(f"cursor:{name}")  # an uplink that comes back resumes where it was
         self.uplinks.append(name)
-        self.acked[name] = row[0] if row else first - 1
+        self.acked[name] = acked if acked is not None else first - 1
         self._pending.cursors[name] = self.acked[name]
 
     def remove_uplink(self, name: str) -> None:

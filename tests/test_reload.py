@@ -49,13 +49,20 @@ def test_sighup_adds_a_sensor_and_keeps_pending_readings(daemon):
     assert d.stop() == 0
 
 
-def test_sighup_removes_a_sensor(daemon):
+def test_sighup_removes_a_sensor_and_adds_an_uplink_that_gets_the_backlog(daemon):
     d, cfg, doc, tmp_path = daemon
-    wait_for(lambda: (s := status_json(cfg)) and s["sensors"]["river-1"]["reads"] >= 2, what="readings")
+    wait_for(lambda: (s := status_json(cfg)) and s["sensors"]["river-1"]["reads"] >= 5, what="readings")
+    backlog = _buffered_ids(tmp_path / "buffer.db")
+    out = tmp_path / "archive.jsonl"
     doc["sensors"] = [{"id": "snow-1", "driver": "sim_snow", "interval": "100ms"}]
+    doc["uplinks"].append({"name": "archive", "type": "console", "path": str(out)})
     write_config(cfg, doc)
     d.signal(signal.SIGHUP)
     wait_for(lambda: (s := status_json(cfg)) and set(s["sensors"]) == {"snow-1"}, what="river-1 gone")
+    # A new uplink starts at the oldest reading still buffered.
+    wait_for(lambda: backlog <= {r["id"] for r in console_lines(out)}, what="the backlog in the new uplink")
+    wait_for(lambda: any(r["sensor"] == "snow-1" for r in console_lines(out)), what="the new sensor's readings")
+    assert set(status_json(cfg)["uplinks"]) == {"city", "archive"}
     assert d.stop() == 0
 
 
