@@ -19,14 +19,16 @@ def running(tmp_path_factory):
     cfg = write_config(tmp_path / "gw.yaml", base_config(
         tmp_path,
         sensors=[{"id": "river-1", "driver": "sim_river", "interval": "200ms"},
-                 {"id": "snow-1", "driver": "sim_snow", "interval": "300ms"}],
+                 {"id": "snow-1", "driver": "sim_snow", "interval": "300ms"},
+                 # A serial sensor whose USB adapter is not plugged in: failing, with the reason.
+                 {"id": "river-2", "driver": "maxbotix", "interval": "1s", "port": str(tmp_path / "ttyUSB-unplugged")}],
         uplinks=[{"name": "console", "type": "console", "path": str(tmp_path / "out.jsonl")},
                  {"name": "city", "type": "mqtt", "url": f"mqtt://127.0.0.1:{closed_port}"}],
         metrics_port=metrics_port))
     d = Daemon(cfg)
     try:
-        wait_for(lambda: (s := status_json(cfg)) and all(x["reads"] >= 3 for x in s["sensors"].values()),
-                 what="three readings per sensor in the status")
+        wait_for(lambda: (s := status_json(cfg)) and all(s["sensors"][x]["reads"] >= 3 for x in ("river-1", "snow-1"))
+                 and s["sensors"]["river-2"]["read_errors"] >= 1, what="three readings per sim sensor in the status")
         yield cfg, d, tmp_path, metrics_port
     finally:
         assert d.stop() == 0
@@ -42,9 +44,14 @@ def test_status_json_reports_sensors_uplinks_and_buffer(running):
     assert river["last_reading"]["values"]["water_level"]["unit"] == "m"
     assert 0 <= river["age_s"] < 5
     assert s["sensors"]["snow-1"]["last_reading"]["kind"] == "snow_depth"
+    unplugged = s["sensors"]["river-2"]
+    assert unplugged["state"] == "failing" and unplugged["last_reading"] is None and unplugged["age_s"] is None
+    assert "ttyUSB-unplugged" in unplugged["detail"] and unplugged["read_errors"] >= 1
     # The console got what was read; the MQTT uplink is down with everything pending.
-    delivered = {r["id"] for r in console_lines(tmp_path / "out.jsonl")}
-    assert river["last_reading"]["id"] in delivered or s["uplinks"]["console"]["pending"] > 0
+    # The last reading in the status is exactly the one the console uplink delivers.
+    delivered = wait_for(lambda: {r["id"]: r for r in console_lines(tmp_path / "out.jsonl")
+                                  if r["id"] == river["last_reading"]["id"]}, what="the reading delivered")
+    assert delivered[river["last_reading"]["id"]] == river["last_reading"]
     console, city = s["uplinks"]["console"], s["uplinks"]["city"]
     assert console["connected"] is True and console["type"] == "console"
     assert city["connected"] is False and city["type"] == "mqtt"
@@ -58,6 +65,7 @@ def test_status_table_is_readable(running):
     out = gateway_cli("status", "-c", str(cfg))
     assert out.returncode == 0, out.stderr
     assert "river-1" in out.stdout and "snow-1" in out.stdout
+    assert any(line.startswith("river-2") and "failing" in line for line in out.stdout.splitlines()), out.stdout
     assert any(line.startswith("city") and " NO " in line for line in out.stdout.splitlines()), out.stdout
 
 
@@ -80,7 +88,7 @@ def test_metrics_in_prometheus_text(running):
     port = running[3]
     code, text = _get(port, "/metrics")
     assert code == 200
-    for needle in ('gateway_readings_total{sensor="river-1"}', 'gateway_read_errors_total{sensor="snow-1"} 0.0',
+    for needle in ('gateway_readings_total{sensor="river-1"}', 'gateway_sensor_ok{sensor="river-2"} 0.0', 'gateway_read_errors_total{sensor="snow-1"} 0.0',
                    'gateway_uplink_connected{uplink="city"} 0.0', 'gateway_uplink_connected{uplink="console"} 1.0',
                    'gateway_uplink_pending{uplink="city"}', 'gateway_uplink_oldest_pending_age_seconds{uplink="city"}',
                    "gateway_buffer_evictions_total 0.0", 'gateway_uplink_dead_letters{uplink="city"} 0.0',
