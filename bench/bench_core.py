@@ -74,22 +74,25 @@ def bench_append(n: int, tmp: Path) -> dict:
 
 def raw_paho_drain(port: int, payloads: list[tuple[str, str]]) -> float:
     done = threading.Event()
-    acked = 0
+    window = threading.Semaphore(WINDOW)  # the loop keeps the window itself, as the gateway does:
+    acked = 0  # queueing everything inside paho is quadratic (it rescans its queue on every PUBACK)
 
     def on_publish(client, userdata, mid, rc, props):
         nonlocal acked
         acked += 1
+        window.release()
         if acked == len(payloads):
             done.set()
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw")
     client.max_inflight_messages_set(WINDOW)
-    client.max_queued_messages_set(0)
     client.on_publish = on_publish
     client.connect("127.0.0.1", port)
     client.loop_start()
+    time.sleep(0.5)  # connected
     t0 = time.perf_counter()
     for topic, payload in payloads:
+        window.acquire()
         client.publish(topic, payload, qos=1)
     done.wait(600)
     elapsed = time.perf_counter() - t0
@@ -187,7 +190,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = ap.parse_args()
     scale = 10 if args.quick else 1
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as d:  # on the real disk, not tmpfs: /proc/self/io must see it
+    # /var/tmp: on the real disk (not tmpfs, so /proc/self/io sees the writes) and outside the repository.
+    with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="gateway-bench-") as d:
         tmp = Path(d)
         append = bench_append(200_000 // scale, tmp)
         print("append", append, file=sys.stderr)

@@ -2,6 +2,7 @@
 TLM joined by MAC, per-interval aggregation, replay in real time by t, and
 the config rules (salt_file, adapter, allow)."""
 
+import re
 import json
 import threading
 import time
@@ -325,7 +326,8 @@ def test_skipped_input_is_warned_about_at_most_once_per_ten_minutes(tmp_path, sa
     finally:
         driver.close()
     warnings = [r for r in caplog.records if "skipped" in r.getMessage()]
-    assert [w.getMessage() for w in warnings] == ["sensor beacons-1: skipped 1 bad frames"]
+    # One warning however the replay's two lines fall across the reads (1 + 1, or 2 + 0).
+    assert len(warnings) == 1 and re.fullmatch(r"sensor beacons-1: skipped [12] bad frames", warnings[0].getMessage())
     assert driver.counts["bad_frames"] == 2
 
 

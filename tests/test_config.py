@@ -53,7 +53,7 @@ MALFORMED = {
     "duplicate uplink name": (GW + "uplinks:\n  - {name: out, type: console}\n  - {name: out, type: console}  # <-\n",
                               "uplinks[1].name", "duplicate uplink name"),
     "unknown driver": (GW + "sensors:\n  - id: river-1\n    driver: maxbotics-xl  # <-\n    interval: 1s\n",
-                       "sensors[0].driver", "unknown driver 'maxbotics-xl'; installed: "),
+                       "sensors[0].driver", "unknown driver 'maxbotics-xl'; did you mean maxbotix?"),
     "misspelt driver": (GW + "sensors:\n  - id: river-1\n    driver: sim_rivr  # <-\n    interval: 1s\n",
                         "sensors[0].driver", "did you mean sim_river"),
     "missing driver": (GW + "sensors:\n  - id: river-1  # <-\n    interval: 1s\n", "sensors[0].driver",

@@ -1,0 +1,311 @@
+"""What the four LoRa serial-modem drivers share: the config keys (radio
+settings valid in Japan's 920 MHz band, payload format, node names), payload
+decoding into values, and a line-based modem driver that runs the modem's setup
+on open and turns receive lines into `lora_node` readings.
+
+A modem's own parser is a pure function from one line (bytes) to a Packet, a
+Reply or a modem-specific event, raising FrameError for anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, StringConstraints, field_validator
+
+from drivers import cayenne_lpp
+from drivers.base import DeviceError, Driver, SensorOptions
+from drivers.serial_link import SerialLink
+from gateway.fields import Strict
+from gateway.reading import Reading, Value
+
+log = logging.getLogger(__name__)
+
+# ARIB STD-T108: 920 MHz band channel centres run from 920.6 to 928.0 MHz on a
+# 200 kHz grid; 20 mW (13 dBm) is the limit for the specified low-power stations
+# these modems are sold as in Japan.
+JP_FREQ_MIN, JP_FREQ_MAX = 920_600_000, 928_000_000
+JP_TX_POWER_MAX = 13
+
+
+class FrameError(ValueError):
+    """A line or frame from the modem that is not in its wire format."""
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One received radio packet."""
+
+    payload: bytes
+    rssi: int | None = None
+    snr: float | None = None
+    node: str | None = None  # sender id when the modem reports one (ES920LR)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A modem's answer to a command: `ok` false for its error replies."""
+
+    text: str
+    ok: bool = True
+
+
+# --- config ------------------------------------------------------------------------------------
+
+ValueName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+def _node_key(value: Any) -> Any:
+    # YAML reads an unquoted 0002 as the number 2; node ids are compared without
+    # leading zeros (see canonical_node), so both spellings name the same node.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+NodeId = Annotated[str, BeforeValidator(_node_key), StringConstraints(pattern=r"^[0-9A-Fa-f]{1,8}$")]
+
+
+def canonical_node(node: str) -> str:
+    return node.upper().lstrip("0") or "0"
+
+
+class NodeOptions(Strict):
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
+    channels: dict[Annotated[int, Field(ge=0, le=255)], ValueName] = {}
+
+
+class LoraOptions(SensorOptions):
+    """Keys of every LoRa modem driver."""
+
+    port: str = Field(description="serial device, e.g. /dev/serial/by-id/usb-…")
+    baudrate: int | None = Field(None, description="serial speed (default: the modem's own)")
+    frequency: int = Field(923_200_000, description="Hz, 920.6–928.0 MHz (ARIB STD-T108 channels)")
+    spreading_factor: int = Field(10, ge=7, le=12)
+    bandwidth: Literal[125, 250, 500] = Field(125, description="kHz")
+    coding_rate: Literal["4/5", "4/6", "4/7", "4/8"] = "4/5"
+    preamble: int = Field(8, ge=6, le=65535, description="symbols")
+    tx_power: int = Field(13, ge=0, le=JP_TX_POWER_MAX, description="dBm (13 dBm = 20 mW, the ARIB limit)")
+    payload: Literal["cayenne_lpp", "json", "hex"] = "cayenne_lpp"
+    nodes: dict[NodeId, NodeOptions] = {}
+    node_id_bytes: int = Field(0, ge=0, le=4, description="leading payload bytes that carry the sender's id "
+                                                          "(modems that report no sender)")
+
+    @field_validator("frequency")
+    @classmethod
+    def _in_band(cls, v: int) -> int:
+        if not JP_FREQ_MIN <= v <= JP_FREQ_MAX:
+            raise ValueError(f"frequency {v} Hz is outside Japan's 920 MHz band, {JP_FREQ_MIN}–{JP_FREQ_MAX} Hz")
+        if (v - JP_FREQ_MIN) % 100_000:
+            raise ValueError(f"frequency {v} Hz is off the 920 MHz band's 100 kHz raster (e.g. 923200000)")
+        return v
+
+    @field_validator("nodes")
+    @classmethod
+    def _unique_nodes(cls, v: dict[str, NodeOptions]) -> dict[str, NodeOptions]:
+        seen: dict[str, str] = {}
+        for key in v:
+            other = seen.setdefault(canonical_node(key), key)
+            if other != key:
+                raise ValueError(f"nodes {other!r} and {key!r} are the same node id")
+        return v
+
+
+# --- payload -----------------------------------------------------------------------------------
+
+@dataclass
+class Decoded:
+    values: dict[str, Value]
+    quality: str = "ok"
+    error: str | None = None
+
+
+def decode_payload(payload: bytes, fmt: str, channels: dict[int, str]) -> Decoded:
+    """A packet's payload as values. A payload that does not decode gives what
+    could be read and quality `error` with the reason; nothing is guessed."""
+    if fmt == "hex":
+        return Decoded({"payload": Value(payload.hex().upper())})
+    if fmt == "json":
+        try:
+            doc = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            return Decoded({}, "error", f"payload is not JSON: {exc}")
+        if not isinstance(doc, dict):
+            return Decoded({}, "error", "payload is JSON but not an object")
+        return Decoded({str(k): Value(v) for k, v in doc.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
+    try:
+        fields, error = cayenne_lpp.decode(payload), None
+    except cayenne_lpp.LppError as exc:
+        fields, error = exc.fields, str(exc)
+    values = {}
+    for f in fields:
+        name = channels.get(f.channel)
+        name = f"{name}_{f.part}" if name and f.part else name or f.default_name()
+        values[name] = Value(f.value, f.unit)
+    return Decoded(values, "error" if error else "ok", error)
+
+
+# --- the line-based modem driver ------------------------------------------------------------------
+
+class LoraModemDriver(Driver):
+    """A modem that talks in CRLF lines: setup commands on open, then receive
+    lines. Subclasses set `default_baudrate`, implement `parse_line` and
+    `setup`, and may override `on_event` for modem-specific lines."""
+
+    Options = LoraOptions
+    event_driven = True
+    kind = "lora_node"
+    default_baudrate: ClassVar[int] = 115200
+    command_timeout: ClassVar[float] = 1.0
+    terminator: ClassVar[bytes] = b"\r\n"
+
+    def __init__(self, options: LoraOptions):
+        super().__init__(options)
+        self.options: LoraOptions = options
+        self.link = SerialLink(options.port, options.baudrate or self.default_baudrate)
+        self.counts: Counter[str] = Counter()  # frames, garbage, bad_frames, modem_errors
+        self._out: list[Reading] = []
+        self._awaiting: str | None = None  # the command whose reply is awaited
+        self._nodes = {canonical_node(k): v for k, v in options.nodes.items()}
+
+    # --- to implement ---
+
+    @staticmethod
+    def parse_line(line: bytes) -> Any:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        """Send the modem's setup commands (runs on every open)."""
+
+    def on_event(self, event: Any) -> None:
+        """A parsed line that is neither a Packet nor a Reply."""
+
+    # --- lifecycle ---
+
+    def open(self) -> None:
+        self.link.open()
+        self._out = []
+        try:
+            self.setup()
+        except BaseException:
+            self.link.close()
+            raise
+
+    def close(self) -> None:
+        self.link.close()
+
+    def read(self, timeout: float) -> list[Reading]:
+        deadline = time.monotonic() + timeout
+        # The deadline is checked here too: a babbling device must not keep read() from returning.
+        while not self._out and time.monotonic() < deadline:
+            line = self.link.read_until(self.terminator, deadline)
+            if line is None:
+                break
+            self.handle_line(line)
+        out, self._out = self._out, []
+        return out
+
+    # --- lines ---
+
+    def handle_line(self, line: bytes) -> Reply | None:
+        """Parse one line; packets become readings, replies are returned."""
+        if not line.strip():
+            return None
+        try:
+            event = self.parse_line(line)
+        except FrameError as exc:
+            self.count("garbage", f"skipped a line that is not {self.name or 'modem'} output: {exc}")
+            return None
+        if isinstance(event, Packet):
+            self.on_packet(event)
+        elif isinstance(event, Reply):
+            if not event.ok:
+                if self._awaiting is None:
+                    self.count("modem_errors", f"modem said {event.text!r} unasked")
+                else:
+                    self.counts["modem_errors"] += 1  # command() logs it with the command
+            return event
+        else:
+            self.on_event(event)
+        return None
+
+    def command(self, text: str, timeout: float | None = None) -> Reply | None:
+        """Send a command and wait for the modem's reply (None if it gave none).
+        Receive lines that arrive meanwhile are kept as readings."""
+        self.link.write(text.encode("ascii") + self.terminator)
+        deadline = time.monotonic() + (timeout or self.command_timeout)
+        self._awaiting = text
+        try:
+            while True:
+                line = self.link.read_until(self.terminator, deadline)
+                if line is None:
+                    log.warning("%s on %s: no answer to %r", self.options.id, self.options.port, text)
+                    return None
+                reply = self.handle_line(line)
+                if reply is not None:
+                    if not reply.ok:
+                        log.warning("%s on %s: %r answered %r", self.options.id, self.options.port, text, reply.text)
+                    return reply
+        finally:
+            self._awaiting = None
+
+    def require_answer(self, text: str, attempts: int = 1) -> Reply:
+        """A command whose silence (after `attempts` tries) means the modem is not there."""
+        for _ in range(attempts):
+            reply = self.command(text)
+            if reply is not None:
+                return reply
+        raise DeviceError(f"modem on {self.options.port} does not answer {text!r} "
+                          f"(wrong port or baudrate {self.link.baudrate}?)")
+
+    def count(self, what: str, message: str) -> None:
+        self.counts[what] += 1
+        n = self.counts[what]
+        # Log the 1st, 2nd, 4th, 8th … occurrence: visible, but garbage cannot flood the log.
+        if n & (n - 1) == 0:
+            log.warning("%s on %s: %s (%s so far: %d)", self.options.id, self.options.port, message, what, n)
+
+    # --- packets to readings ---
+
+    def on_packet(self, packet: Packet) -> None:
+        self.counts["frames"] += 1
+        self._out.append(self.to_reading(packet))
+
+    def to_reading(self, packet: Packet) -> Reading:
+        o = self.options
+        payload, node = packet.payload, packet.node
+        if node is None:
+            node = payload[:o.node_id_bytes].hex().upper() or "0"
+            payload = payload[o.node_id_bytes:]
+        config = self._nodes.get(canonical_node(node))
+        if len(packet.payload) < o.node_id_bytes and packet.node is None:
+            decoded = Decoded({}, "error",
+                              f"packet of {len(packet.payload)} bytes has no {o.node_id_bytes}-byte node id")
+        else:
+            decoded = decode_payload(payload, o.payload, config.channels if config else {})
+        if decoded.error:
+            self.count("bad_frames", f"node {node}: {decoded.error}")
+        values = dict(decoded.values)
+        if packet.rssi is not None:
+            values["rssi"] = Value(packet.rssi, "dBm")
+        if packet.snr is not None:
+            values["snr"] = Value(packet.snr, "dB")
+        return self.reading(values, quality=decoded.quality, error=decoded.error, device=self.device_name(node))
+
+    def device_name(self, node: str) -> str:
+        """The configured name of a node, else its id."""
+        config = self._nodes.get(canonical_node(node))
+        return config.name if config else node
+
+
+def signed_int(text: str) -> int:
+    """A decimal integer with optional sign, as modems print RSSI and SNR."""
+    if not re.fullmatch(r"[+-]?\d{1,6}", text):
+        raise FrameError(f"not an integer: {text[:20]!r}")
+    return int(text)
