@@ -56,8 +56,9 @@ def fill(buffer: Buffer, n: int) -> None:
         else:
             values = {"rssi": Value(-70 - i % 20, "dBm"), "count": Value(3), "tx_power": Value(-59, "dBm")}
         r = Reading(sensor=sensor, kind=kind, values=values, observed_at=t0 + i, device=device,
-                    id=f"{GW}.{sensor}.{i}", gateway=GW, location=(34.3428, 134.0466))
-        buffer.append(sensor, kind, device, int(r.observed_at * 1000), r.to_json())
+                    id=f"{GW}.{sensor}.{int((t0 + i) * 1000)}.{i % 1_000_000:06d}", gateway=GW,
+                    location=(34.3428, 134.0466))
+        buffer.append(r)
     buffer.commit()
 
 
@@ -87,7 +88,7 @@ def main() -> None:
     proc.start()
     port = parent.recv()
     with tempfile.TemporaryDirectory() as tmp:
-        buffer = Buffer(Path(tmp) / "buffer.db", ["orion"], max_readings=10 * args.n)
+        buffer = Buffer(Path(tmp) / "buffer.db", ["orion"], gateway=GW, max_readings=10 * args.n)
         fill(buffer, args.n)
         cfg = NgsiLdUplinkConfig(name="orion", type="ngsi-ld", url=f"http://127.0.0.1:{port}", batch=args.batch)
         transport = NgsiLdTransport(cfg, GW)

@@ -57,13 +57,47 @@ class SensorOptions(Strict):
 
 
 class DistanceOptions(SensorOptions):
-    """Keys of every distance sensor (river level or snow depth)."""
+    """Keys of every distance sensor (river level or snow depth). The pipeline
+    (gateway/pipeline.py) uses them; a driver only reports the raw `distance`."""
 
     kind: Literal["river_level", "snow_depth"] = "river_level"
     mount_height: float | None = Field(None, gt=0, description="sensor height above the gauge datum / ground, m")
-    alert_levels: AlertLevels | None = None
-    hysteresis: float = Field(0.05, ge=0, description="m a level must fall below a stage to leave it")
+    # Speed of sound: used only when the driver's device does not compensate by itself.
+    air_temperature: float | None = Field(None, ge=-60, le=70, description="fixed air temperature, °C "
+                                          "(with temperature_from: used while that sensor has no fresh reading)")
+    temperature_from: Name | None = Field(None, description="id of a bme280 sensor whose air_temperature to use")
+    temperature_max_age: Duration = Field(900.0, description="older temperature readings are not used")
+    median_window: int = Field(1, ge=1, le=101, description="median of the last N levels (1: off)")
     max_jump: float | None = Field(None, gt=0, description="m per reading beyond which a reading is suspect")
+    # River
+    alert_levels: AlertLevels | None = None
+    hysteresis: float = Field(0.05, ge=0, description="m a level (or snowfall_24h) must fall below a stage to leave it")
+    fast_interval: Duration | None = Field(None, description="interval while at/above standby or rising fast")
+    rise_rate: float | None = Field(None, gt=0, description="m/h of rise that switches to fast_interval")
+    rise_window: Duration = Field(900.0, description="time over which the rise rate is measured")
+    # Snow
+    snowfall_deadband: float = Field(0.01, ge=0, description="m of depth gain below which it is noise, not snow")
+    removal_threshold: float | None = Field(None, gt=0, description="m of snowfall in 24 h that calls for removal")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DistanceOptions":
+        river = self.kind == "river_level"
+        needs_mount = [k for k in ("alert_levels", "removal_threshold") if getattr(self, k) is not None]
+        if needs_mount and self.mount_height is None:
+            raise ValueError(f"{needs_mount[0]} needs mount_height (levels are measured from it)")
+        if not river and (self.alert_levels is not None or self.fast_interval is not None or self.rise_rate is not None):
+            raise ValueError("alert_levels, fast_interval and rise_rate are for kind river_level")
+        if river and self.removal_threshold is not None:
+            raise ValueError("removal_threshold is for kind snow_depth")
+        if self.fast_interval is not None:
+            if self.alert_levels is None and self.rise_rate is None:
+                raise ValueError("fast_interval needs alert_levels or rise_rate (what switches it on)")
+            if self.fast_interval >= self.interval:
+                raise ValueError(f"fast_interval ({self.fast_interval:g}s) must be shorter than interval "
+                                 f"({self.interval:g}s)")
+        elif self.rise_rate is not None:
+            raise ValueError("rise_rate needs fast_interval (the interval it switches to)")
+        return self
 
 
 class Driver:

@@ -24,9 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from gateway.reading import Reading, epoch_ms, format_ms
+
 log = logging.getLogger(__name__)
 
 SCHEMA = """
+-- A reading is stored compactly (SD cards wear with every byte): its id, sensor, kind, device and
+-- time as columns, `rest` the JSON of everything else; fetch() rebuilds the exact SPEC §3 JSON.
 CREATE TABLE IF NOT EXISTS readings (
     seq INTEGER PRIMARY KEY,
     sensor TEXT NOT NULL,
@@ -34,7 +38,8 @@ CREATE TABLE IF NOT EXISTS readings (
     device TEXT,
     observed_ms INTEGER NOT NULL,
     alert INTEGER NOT NULL DEFAULT 0,
-    body TEXT NOT NULL
+    ident INTEGER NOT NULL,  -- the id's <ms>.<counter> as ms * 1000000 + counter
+    rest TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS readings_alerts ON readings(seq) WHERE alert = 1;
 CREATE TABLE IF NOT EXISTS dead (
@@ -54,6 +59,7 @@ CREATE TABLE IF NOT EXISTS sensors (
 );
 """
 
+SCHEMA_VERSION = 2
 GC_ROWS = 2000  # delete delivered rows in chunks of at least this many …
 GC_SECONDS = 60.0  # … or at least this often
 MEMORY_LIMIT = 100_000  # rows held in memory while the disk refuses writes
@@ -100,7 +106,11 @@ def _connect(path: Path, durability: str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
     # Fewer, larger checkpoints: a page changed by many commits is written to the main file once.
     conn.execute("PRAGMA wal_autocheckpoint=4000")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version not in (0, SCHEMA_VERSION):
+        raise sqlite3.DatabaseError(f"buffer format {version}, this gateway writes format {SCHEMA_VERSION}")
     conn.executescript(SCHEMA)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return conn
 
 
@@ -124,9 +134,10 @@ def open_connection(path: Path, durability: str = "normal") -> sqlite3.Connectio
 
 
 class Buffer:
-    def __init__(self, path: Path, uplinks: list[str], *, max_readings: int = 5_000_000,
+    def __init__(self, path: Path, uplinks: list[str], *, gateway: str, max_readings: int = 5_000_000,
                  durability: str = "normal", commit_rows: int = 500):
         self.path = path
+        self.gateway = gateway
         self.uplinks = list(uplinks)
         self.max_readings = max_readings
         self.commit_rows = commit_rows
@@ -171,11 +182,13 @@ class Buffer:
         """Called after each commit that added readings (uplink workers wake on it)."""
         self._listeners.append(callback)
 
-    def append(self, sensor: str, kind: str, device: str | None, observed_ms: int, body: str,
-               alert: bool = False) -> int:
+    def append(self, r: Reading) -> int:
+        """Queue a reading (its id made by gateway.ids) for the next group commit."""
         seq = self._next_seq
         self._next_seq += 1
-        self._pending.rows.append((seq, sensor, kind, device, observed_ms, int(alert), body))
+        _, _, ms, counter = r.id.rsplit(".", 3)
+        self._pending.rows.append((seq, r.sensor, r.kind, r.device, epoch_ms(r.observed_at), int(r.alert),
+                                   int(ms) * 1_000_000 + int(counter), r.rest_json()))
         if len(self._pending.rows) >= self.commit_rows and not self._write_failing:
             self.commit()
         return seq
@@ -210,8 +223,8 @@ class Buffer:
             c = self.conn
             c.execute("BEGIN IMMEDIATE")
             if p.rows:
-                c.executemany("INSERT INTO readings (seq, sensor, kind, device, observed_ms, alert, body) "
-                              "VALUES (?, ?, ?, ?, ?, ?, ?)", p.rows)
+                c.executemany("INSERT INTO readings (seq, sensor, kind, device, observed_ms, alert, ident, rest) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", p.rows)
             c.executemany("INSERT INTO dead (uplink, seq, body, reason, at_ms) VALUES (?, ?, ?, ?, ?)", p.dead)
             c.executemany("DELETE FROM dead WHERE id = ?", [(i,) for i in p.dead_done])
             c.executemany("UPDATE dead SET retry = 0, reason = ? WHERE id = ?", p.dead_rejected)
@@ -278,18 +291,19 @@ class Buffer:
     # --- changes while running (clock correction, config reload) ---------------------------------
 
     def rewrite(self, fix: Callable[[str], tuple[str, int] | None], since_seq: int, containing: str) -> int:
-        """Rewrite buffered readings in place: `fix(body)` returns (new body,
-        observed_ms) or None to leave a row alone. Only rows from `since_seq`
-        whose body contains `containing` are offered. Used to correct the
-        stamps of readings taken before the clock was trusted."""
+        """Rewrite buffered readings in place: `fix(rest)` gets a row's stored
+        JSON (all but id, names and time) and returns (new rest, observed_ms) or
+        None to leave the row alone. Only rows from `since_seq` whose rest
+        contains `containing` are offered. Used to correct the times of
+        readings taken before the clock was trusted."""
         self.commit()
-        rows = self.conn.execute("SELECT seq, body FROM readings WHERE seq >= ? AND instr(body, ?) > 0",
+        rows = self.conn.execute("SELECT seq, rest FROM readings WHERE seq >= ? AND instr(rest, ?) > 0",
                                  (since_seq, containing)).fetchall()
-        updates = [(new[0], new[1], seq) for seq, body in rows if (new := fix(body)) is not None]
+        updates = [(new[0], new[1], seq) for seq, rest in rows if (new := fix(rest)) is not None]
         if updates:
             with self.conn:
                 self.conn.execute("BEGIN IMMEDIATE")
-                self.conn.executemany("UPDATE readings SET body = ?, observed_ms = ? WHERE seq = ?", updates)
+                self.conn.executemany("UPDATE readings SET rest = ?, observed_ms = ? WHERE seq = ?", updates)
         return len(updates)
 
     def add_uplink(self, name: str) -> None:
@@ -317,14 +331,16 @@ class Buffer:
     # --- reading (committed rows only) ---------------------------------------------------------
 
     def fetch(self, after: int, limit: int) -> list[Row]:
-        rows = self.conn.execute("SELECT seq, sensor, kind, device, body, alert FROM readings "
-                                 "WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
-        return [Row(*r) for r in rows]
+        return self._rows("WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
 
     def fetch_alerts(self, after: int, limit: int) -> list[Row]:
-        rows = self.conn.execute("SELECT seq, sensor, kind, device, body, alert FROM readings "
-                                 "WHERE alert = 1 AND seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
-        return [Row(*r) for r in rows]
+        return self._rows("WHERE alert = 1 AND seq > ? ORDER BY seq LIMIT ?", (after, limit))
+
+    def _rows(self, where: str, args: tuple) -> list[Row]:
+        rows = self.conn.execute(f"SELECT seq, sensor, kind, device, observed_ms, ident, rest, alert "
+                                 f"FROM readings {where}", args).fetchall()
+        return [Row(seq, sensor, kind, device, full_json(self.gateway, sensor, kind, device, ms, ident, rest), alert)
+                for seq, sensor, kind, device, ms, ident, rest, alert in rows]
 
     def fetch_retries(self, uplink: str, limit: int = 100) -> list[DeadRow]:
         rows = self.conn.execute("SELECT id, uplink, seq, body, reason, at_ms, retry FROM dead "
@@ -338,6 +354,15 @@ class Buffer:
         except sqlite3.Error as exc:
             log.warning("buffer checkpoint at close failed: %s", exc)
         self.conn.close()
+
+
+def full_json(gateway: str, sensor: str, kind: str, device: str | None, observed_ms: int, ident: int,
+              rest: str) -> str:
+    """The reading's JSON exactly as Reading.to_json wrote it (ids and names are [a-z0-9-], safe to quote)."""
+    ms, counter = divmod(ident, 1_000_000)
+    dev = "" if device is None else f'"device":{json.dumps(device, ensure_ascii=False)},'
+    return (f'{{"id":"{gateway}.{sensor}.{ms}.{counter:06d}","gateway":"{gateway}","sensor":"{sensor}",'
+            f'"kind":"{kind}",{dev}"observed_at":"{format_ms(observed_ms)}",{rest[1:]}')
 
 
 # --- the `gateway buffer` command: a second process reading the same file ----------------------

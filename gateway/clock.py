@@ -114,13 +114,11 @@ class ManualClock:
         return self.is_synced
 
 
-def corrected_body(doc: dict, offset: float) -> dict | None:
-    """The reading with observed_at rebuilt from its monotonic time, or None if
-    it needs no correction. `offset` = true wall time − monotonic time."""
-    from gateway.reading import format_time
+def corrected(doc: dict, offset: float) -> tuple[dict, float] | None:
+    """A reading's JSON (or the part the buffer keeps beside its columns) without
+    the unsynced flag, and its true time rebuilt from its monotonic time; None
+    if it needs no correction. `offset` = true wall time − monotonic time."""
     if doc.get("clock") != "unsynced" or "monotonic" not in doc:
         return None
-    fixed = dict(doc)
-    fixed["observed_at"] = format_time(doc["monotonic"] + offset)
-    del fixed["clock"], fixed["monotonic"]
-    return fixed
+    fixed = {k: v for k, v in doc.items() if k not in ("clock", "monotonic")}
+    return fixed, doc["monotonic"] + offset

@@ -420,6 +420,13 @@ def _cross_checks(config: Config, out: _Collector) -> None:
             if config.location_of(s) is None:
                 out.add(("sensors", i, "location"), "an ngsi-ld uplink needs a location for every sensor: "
                         "give this sensor a location or set gateway.location")
+    # temperature_from: the speed-of-sound correction takes air_temperature from a bme280 sensor.
+    drivers = {s.id: s.driver for s in config.sensors}
+    for i, s in enumerate(config.sensors):
+        source = getattr(s, "temperature_from", None)
+        if source is not None and drivers.get(source) != "bme280":
+            found = f"sensor {source!r} uses driver {drivers[source]!r}" if source in drivers else f"no sensor {source!r}"
+            out.add(("sensors", i, "temperature_from"), f"must name a bme280 sensor ({found})")
 
 
 def load_config(path: str | Path) -> Config:

@@ -20,6 +20,7 @@ import json
 import itertools
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Hashable
 
@@ -84,7 +85,7 @@ class Delivery:
     def _reset(self) -> None:
         self._gen += 1
         self._fetched = self.buffer.acked[self.name]  # every seq up to here is queued or handled
-        self._groups: dict[Hashable, list[Row]] = {}
+        self._groups: dict[Hashable, deque[Row]] = {}
         self._heads: list[tuple[int, Hashable]] = []  # (seq of a group's first row, key)
         self._unfinished: list[_Send] = []  # heap by first seq
         self._ahead: set[int] = set()  # alert seqs sent before the backlog reached them
@@ -138,7 +139,7 @@ class Delivery:
             key = key_of(row)
             group = self._groups.get(key)
             if group is None:
-                self._groups[key] = group = []
+                self._groups[key] = group = deque()
                 heapq.heappush(self._heads, (row.seq, key))
             group.append(row)
 
@@ -150,11 +151,12 @@ class Delivery:
 
     def _dispatch_one(self, batch: int) -> None:
         seq, key = heapq.heappop(self._heads)
-        group = self._groups.pop(key)
-        rows, rest = group[:batch], group[batch:]
-        if rest:
-            self._groups[key] = rest
-            heapq.heappush(self._heads, (rest[0].seq, key))
+        group = self._groups[key]
+        rows = [group.popleft() for _ in range(min(batch, len(group)))]
+        if group:
+            heapq.heappush(self._heads, (group[0].seq, key))
+        else:
+            del self._groups[key]
         self._start(rows)
 
     def _start(self, rows: list[Row], dead: DeadRow | None = None) -> None:

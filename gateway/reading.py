@@ -19,11 +19,30 @@ class Value(NamedTuple):
         return {"value": self.value} if self.unit is None else {"value": self.value, "unit": self.unit}
 
 
-def format_time(epoch: float) -> str:
+def epoch_ms(epoch: float) -> int:
+    return int(round(epoch * 1000))
+
+
+_SECONDS: dict[int, str] = {}  # readings come in runs of the same second: format each second once
+
+
+def format_ms(ms: int) -> str:
     """UTC with milliseconds and a Z, as SPEC §3 writes observed_at."""
-    ms = int(round(epoch * 1000))
-    stamp = datetime.fromtimestamp(ms // 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    second = ms // 1000
+    stamp = _SECONDS.get(second)
+    if stamp is None:
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        stamp = _SECONDS[second] = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{ms % 1000:03d}Z"
+
+
+def format_time(epoch: float) -> str:
+    return format_ms(epoch_ms(epoch))
+
+
+# The fields a stored reading keeps in columns; the rest of its JSON is stored as is (gateway/buffer.py).
+HEAD_FIELDS = ("id", "gateway", "sensor", "kind", "device", "observed_at")
 
 
 def parse_time(text: str) -> float:
@@ -64,6 +83,9 @@ class Reading:
         if self.device is not None:
             doc["device"] = self.device
         doc["observed_at"] = format_time(self.observed_at)
+        return self._rest(doc)
+
+    def _rest(self, doc: dict[str, Any]) -> dict[str, Any]:
         if not self.clock_synced:
             doc["clock"] = "unsynced"
             doc["monotonic"] = round(self.monotonic, 3)
@@ -77,6 +99,10 @@ class Reading:
 
     def to_json(self) -> str:
         return json.dumps(self.as_json(), ensure_ascii=False, separators=(",", ":"))
+
+    def rest_json(self) -> str:
+        """The JSON of everything but HEAD_FIELDS, in the same order and form as to_json."""
+        return json.dumps(self._rest({}), ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, doc: dict[str, Any] | str) -> Reading:

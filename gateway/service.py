@@ -21,13 +21,13 @@ from pathlib import Path
 
 from gateway import registry
 from gateway.buffer import Buffer
-from gateway.clock import Clock, SystemClock, corrected_body
+from gateway.clock import Clock, SystemClock, corrected
 from gateway.config import Config, ConfigError, load_config
 from gateway.delivery import Delivery
 from gateway.ids import IdGenerator
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline
-from gateway.reading import Reading
+from gateway.reading import Reading, epoch_ms
 from gateway.scheduler import SensorRunner
 from gateway.uplinks import make_transport
 
@@ -79,6 +79,7 @@ class Gateway:
         self.stopping = asyncio.Event()
         self.runners: dict[str, SensorRunner] = {}
         self.pipelines: dict[str, Pipeline] = {}
+        self.latest: dict[str, Reading] = {}  # per sensor, as published: the pipeline's `temperature_from`
         self.deliveries: list[Delivery] = []
         self.sensor_tasks: dict[str, asyncio.Task] = {}
         self.delivery_tasks: dict[str, asyncio.Task] = {}
@@ -97,20 +98,25 @@ class Gateway:
 
     def accept(self, reading: Reading) -> None:
         """A driver's reading: derive, stamp, and append to the buffer."""
-        reading = self.pipelines[reading.sensor].process(reading)
+        pipeline = self.pipelines[reading.sensor]
+        reading = pipeline.process(reading)
+        self.latest[reading.sensor] = reading
+        runner = self.runners.get(reading.sensor)
+        if runner is not None:  # a river in alert or rising fast is read more often
+            runner.interval_override = pipeline.interval_override
         reading.gateway = self.config.gateway.id
         reading.id = self.ids.next(reading.sensor)
         if not self.clock_synced:
             reading.clock_synced = False  # corrected in the buffer once the clock is trusted
         if reading.quality == "error":
             self.error_readings[reading.sensor] = self.error_readings.get(reading.sensor, 0) + 1
-        self.buffer.append(reading.sensor, reading.kind, reading.device, int(reading.observed_at * 1000),
-                           reading.to_json(), reading.alert)
+        self.buffer.append(reading)
         self.readings_total += 1
 
     def _make_runner(self, options) -> SensorRunner:
         driver = registry.load(options.driver)(options)
-        self.pipelines[options.id] = Pipeline(options, self.config.location_of(options))
+        self.pipelines[options.id] = Pipeline(options, self.config.location_of(options), driver=type(driver),
+                                              latest=self.latest.get)
         runner = CountingRunner(driver, self.accept, self.buffer.set_sensor_state)
         runner.last_attempt = time.monotonic()
         return runner
@@ -164,7 +170,8 @@ class Gateway:
         if os.environ.get("GATEWAY_DEBUG_HOOKS") == "1":
             loop.add_signal_handler(signal.SIGRTMIN, _freeze_event_loop)
         self.notifier.status("opening the buffer")
-        self.buffer = Buffer(cfg.storage.path, [u.name for u in cfg.uplinks], max_readings=cfg.storage.max_readings,
+        self.buffer = Buffer(cfg.storage.path, [u.name for u in cfg.uplinks], gateway=cfg.gateway.id,
+                             max_readings=cfg.storage.max_readings,
                              durability=cfg.storage.durability, commit_rows=cfg.storage.commit_rows)
         self.ids = IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path))
         self._first_seq = self.buffer.last_seq + 1  # monotonic times are only comparable within this run
@@ -321,16 +328,16 @@ class Gateway:
     def _clock_became_trusted(self) -> None:
         offset = self.clock.wall() - time.monotonic()  # true wall time = monotonic + offset
 
-        def fix(body: str):
-            doc = json.loads(body)
-            new = corrected_body(doc, offset)
-            if new is None:
+        def fix(rest: str):
+            fixed = corrected(json.loads(rest), offset)
+            if fixed is None:
                 return None
-            return json.dumps(new, ensure_ascii=False, separators=(",", ":")), int(round((doc["monotonic"] + offset) * 1000))
+            doc, true_time = fixed
+            return json.dumps(doc, ensure_ascii=False, separators=(",", ":")), epoch_ms(true_time)
 
         self.clock_synced = True
-        fixed = self.buffer.rewrite(fix, self._first_seq, '"clock":"unsynced"')
-        log.info("clock synchronised: corrected the time of %d buffered readings", fixed)
+        count = self.buffer.rewrite(fix, self._first_seq, '"clock":"unsynced"')
+        log.info("clock synchronised: corrected the time of %d buffered readings", count)
         self._clock_trusted.set()
 
     # --- reload (SIGHUP) -------------------------------------------------------------------------

@@ -7,17 +7,33 @@ import time
 
 from gateway.buffer import Buffer, dead_letters, retry_dead_letters, stats
 from gateway.ids import IdGenerator
+from gateway.reading import Reading, Value
 from tests.helpers import GatewayProcess, buffer_stats, gateway_cli, sim_config, wait_for, write_config
 
 
-def body(i: int) -> str:
-    return json.dumps({"id": f"gw.s.{i}", "sensor": "s", "kind": "river_level"})
+def reading(i: int, alert: bool = False, observed_ms: int | None = None) -> Reading:
+    ms = observed_ms if observed_ms is not None else 1_763_780_000_000 + i
+    return Reading(sensor="s", kind="river_level", values={"water_level": Value(1.0 + i / 1000, "m")},
+                   observed_at=ms / 1000, id=f"gw.s.{ms}.{i:06d}", gateway="gw", alert=alert)
+
+
+def test_stored_readings_come_back_as_the_exact_json_they_were(tmp_path):
+    buf = Buffer(tmp_path / "b.db", ["u"], gateway="gw")
+    originals = [reading(1), Reading(sensor="b-1", kind="beacon", device="9d4df41249a7baf7e758b91c",
+                                     values={"rssi": Value(-71.5, "dBm"), "count": Value(3)}, quality="suspect",
+                                     error="low signal", clock_synced=False, monotonic=12.5, location=(34.1, 134.2),
+                                     observed_at=1_763_780_645.678, id="gw.b-1.1763780645679.000042", gateway="gw")]
+    for r in originals:
+        buf.append(r)
+    buf.commit()
+    assert [row.body for row in buf.fetch(0, 10)] == [r.to_json() for r in originals]
+    buf.close()
 
 
 def test_full_buffer_evicts_oldest_non_alerts_counts_and_keeps_alerts(tmp_path, caplog):
-    buf = Buffer(tmp_path / "b.db", [], max_readings=10, commit_rows=1000)
+    buf = Buffer(tmp_path / "b.db", [], gateway="gw", max_readings=10, commit_rows=1000)
     for i in range(30):
-        buf.append("s", "river_level", None, 1000 + i, body(i), alert=i in (0, 1, 25))
+        buf.append(reading(i, alert=i in (0, 1, 25)))
     buf.commit()
     seqs = [r[0] for r in buf.conn.execute("SELECT seq FROM readings ORDER BY seq")]
     assert len(seqs) == 10
@@ -42,8 +58,8 @@ def test_gateway_with_small_max_readings_keeps_alert_level_changes(tmp_path):
     s = buffer_stats(config)
     assert s["buffer"]["evictions"] > 0 and s["buffer"]["evictions"] == s["buffer"]["appended"] - s["buffer"]["readings"]
     with sqlite3.connect(tmp_path / "buffer.db") as conn:
-        alerts = [json.loads(b)["values"]["alert_level"]["value"]
-                  for (b,) in conn.execute("SELECT body FROM readings WHERE alert = 1 ORDER BY seq")]
+        alerts = [json.loads(rest)["values"]["alert_level"]["value"]
+                  for (rest,) in conn.execute("SELECT rest FROM readings WHERE alert = 1 ORDER BY seq")]
     assert alerts[:4] == ["standby", "caution", "evacuation", "danger"], "every stage change kept"
     assert "evicted" in gw.log_text()
 
@@ -51,7 +67,7 @@ def test_gateway_with_small_max_readings_keeps_alert_level_changes(tmp_path):
 def _bodies(tmp_path) -> str:
     try:
         with sqlite3.connect(tmp_path / "buffer.db") as conn:
-            return " ".join(b for (b,) in conn.execute("SELECT body FROM readings WHERE alert = 1"))
+            return " ".join(rest for (rest,) in conn.execute("SELECT rest FROM readings WHERE alert = 1"))
     except sqlite3.Error:
         return ""
 
@@ -72,10 +88,10 @@ def test_corrupt_buffer_is_moved_aside_and_a_new_one_started_loudly(tmp_path):
 
 
 def test_dead_letters_are_listed_and_retried(tmp_path):
-    buf = Buffer(tmp_path / "b.db", ["u"], max_readings=100)
-    seq = buf.append("s", "river_level", None, 1, body(1))
+    buf = Buffer(tmp_path / "b.db", ["u"], gateway="gw", max_readings=100)
+    seq = buf.append(reading(1))
     buf.commit()
-    buf.dead_letter("u", seq, body(1), "broker rejected the publish: Not authorized")
+    buf.dead_letter("u", seq, reading(1).to_json(), "broker rejected the publish: Not authorized")
     buf.ack("u", seq)
     buf.commit()
     conn = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
@@ -104,15 +120,16 @@ def test_reading_ids_stay_unique_across_restarts_with_a_clock_that_went_back(tmp
 
 def test_buffer_cli_stats_and_dead(tmp_path):
     config = write_config(tmp_path / "gw.yaml", sim_config(tmp_path, [{"name": "u", "type": "console", "path": "-"}]))
-    buf = Buffer(tmp_path / "buffer.db", ["u"])
-    seq = buf.append("s", "river_level", None, int(time.time() * 1000) - 5000, body(7))
-    buf.dead_letter("u", seq, body(7), "HTTP 400: attribute value out of range")
+    buf = Buffer(tmp_path / "buffer.db", ["u"], gateway="gw")
+    r = reading(7, observed_ms=int(time.time() * 1000) - 5000)
+    seq = buf.append(r)
+    buf.dead_letter("u", seq, r.to_json(), "HTTP 400: attribute value out of range")
     buf.commit()
     s = buffer_stats(config)
     assert s["uplinks"]["u"]["pending"] == 1 and s["uplinks"]["u"]["oldest_pending_age_s"] >= 5
     assert s["uplinks"]["u"]["dead_letters"] == 1
     listing = gateway_cli("buffer", "-c", str(config), "dead").stdout
-    assert "gw.s.7" in listing and "HTTP 400: attribute value out of range" in listing
+    assert r.id in listing and "HTTP 400: attribute value out of range" in listing
     gateway_cli("buffer", "-c", str(config), "dead", "--retry")
     assert buffer_stats(config)["uplinks"]["u"]["dead_letters"] == 0
     table = gateway_cli("buffer", "-c", str(config), "stats").stdout

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 
 from tests.daemon_helpers import base_config, console_lines
-from gateway.clock import ManualClock, SystemClock, corrected_body, kernel_synced
+from gateway.clock import ManualClock, SystemClock, corrected, kernel_synced
 from gateway.config import parse_config
-from gateway.reading import Reading, Value, format_time, parse_time
+from gateway.reading import Reading, Value, parse_time
 from gateway.service import Gateway
 
 import yaml
@@ -40,8 +39,7 @@ def test_readings_buffered_while_unsynced_leave_with_corrected_times(tmp_path):
         task = asyncio.create_task(gw.run())
         await _until(lambda: getattr(gw, "readings_total", 0) >= 5)
         gw.buffer.commit()
-        held = {json.loads(b)["id"]: json.loads(b) for (b,) in
-                sqlite3.connect(config.storage.path).execute("SELECT body FROM readings")}
+        held = {(doc := json.loads(row.body))["id"]: doc for row in gw.buffer.fetch(0, 10_000)}
         assert console_lines(out) == []  # held back while the clock is not trusted
         assert held and all(r["clock"] == "unsynced" and "monotonic" in r for r in held.values())
         clock.is_synced = True
@@ -65,9 +63,10 @@ def test_an_unsynced_reading_says_so_with_its_monotonic_time():
                 clock_synced=False)
     doc = r.as_json()
     assert doc["clock"] == "unsynced" and doc["monotonic"] == 12.5
-    fixed = corrected_body(doc, 1_800_000_000.0)
-    assert fixed["observed_at"] == format_time(1_800_000_012.5) and "clock" not in fixed
-    assert corrected_body(fixed, 5.0) is None  # already trusted: left alone
+    fixed, true_time = corrected(doc, 1_800_000_000.0)
+    assert true_time == 1_800_000_012.5
+    assert "clock" not in fixed and "monotonic" not in fixed and fixed["values"] == doc["values"]
+    assert corrected(fixed, 5.0) is None  # already trusted: left alone
 
 
 def test_a_time_before_the_package_was_built_is_not_trusted(monkeypatch):

@@ -73,7 +73,8 @@ def test_gateway_killed_under_load_loses_no_committed_reading(tmp_path, broker):
     wait_for(lambda: len(sub.readings()) > 100, 20, what="readings flowing")
     gw.kill()
     with sqlite3.connect(tmp_path / "buffer.db") as conn:
-        committed_waiting = {row[0] for row in conn.execute("SELECT json_extract(body, '$.id') FROM readings")}
+        committed_waiting = {f"test-gw.{sensor}.{ident // 1_000_000}.{ident % 1_000_000:06d}"
+                             for sensor, ident in conn.execute("SELECT sensor, ident FROM readings")}
         appended_before = conn.execute("SELECT value FROM state WHERE key = 'last_seq'").fetchone()[0]
     assert appended_before > 0
     gw2 = GatewayProcess(config, tmp_path / "gw2.log").start()

@@ -148,7 +148,7 @@ class Harness:
     """Buffer (a real SQLite file) + Delivery + NgsiLdTransport in one event loop."""
 
     def __init__(self, tmp_path: Path, url: str, **uplink):
-        self.buffer = Buffer(tmp_path / "buffer.db", ["orion"])
+        self.buffer = Buffer(tmp_path / "buffer.db", ["orion"], gateway=GW)
         cfg = NgsiLdUplinkConfig(name="orion", type="ngsi-ld", url=url, **uplink)
         self.transport = NgsiLdTransport(cfg, GW)
         self.n = 0
@@ -156,10 +156,10 @@ class Harness:
     def add(self, sensor: str, kind: str, values: dict, device: str | None = None, at: float | None = None) -> dict:
         self.n += 1
         at = at or 1_763_780_000 + self.n
-        d = doc(kind, values, sensor, device, at)
-        d["id"] = f"{GW}.{sensor}.{self.n}"
-        self.buffer.append(sensor, kind, device, int(1000 * at), json.dumps(d))
-        return d
+        r = Reading.from_json(doc(kind, values, sensor, device, at))
+        r.id = f"{GW}.{sensor}.{int(at * 1000)}.{self.n:06d}"
+        self.buffer.append(r)
+        return r.as_json()
 
     def run(self, timeout: float = 30.0) -> None:
         async def go():

@@ -13,9 +13,10 @@ from tests.daemon_helpers import Daemon, base_config, console_lines, free_port, 
 
 
 def _buffered_ids(db) -> set[str]:
-    import json
+    """Ids of the committed readings (the buffer keeps an id's <ms>.<counter> as one number)."""
     with sqlite3.connect(db) as c:
-        return {json.loads(b)["id"] for (b,) in c.execute("SELECT body FROM readings")}
+        return {f"test-gw.{sensor}.{ident // 1_000_000}.{ident % 1_000_000:06d}"
+                for sensor, ident in c.execute("SELECT sensor, ident FROM readings")}
 
 
 @pytest.fixture

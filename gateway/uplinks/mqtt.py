@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import ssl
+from collections import deque
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -66,6 +67,8 @@ class MqttTransport(Transport):
         self._client: mqtt.Client | None = None
         self._pending: dict[int, tuple[asyncio.Future, int]] = {}
         self._topics: dict[tuple, str] = {}
+        self._acks: deque[tuple[int, str | None]] = deque()  # from paho's thread to the event loop
+        self._acks_scheduled = False
         self._ready = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task | None = None
@@ -212,16 +215,23 @@ class MqttTransport(Transport):
         return fut
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        reason = str(reason_code) if reason_code.is_failure else None
-        self.loop.call_soon_threadsafe(self._acked, mid, reason)
+        # paho's thread: queue the ack; wake the event loop only if no wake-up is pending
+        # already, so a burst of PUBACKs costs one hand-over, not one each.
+        self._acks.append((mid, str(reason_code) if reason_code.is_failure else None))
+        if not self._acks_scheduled:
+            self._acks_scheduled = True
+            self.loop.call_soon_threadsafe(self._take_acks)
 
-    def _acked(self, mid: int, reason: str | None) -> None:
-        entry = self._pending.pop(mid, None)
-        if entry is None:
-            return  # the status message, or an ack from before a reconnect
-        fut, n = entry
-        if not fut.done():
-            fut.set_result([None if reason is None else f"broker rejected the publish: {reason}"] * n)
+    def _take_acks(self) -> None:
+        self._acks_scheduled = False  # before draining: an ack queued from now on schedules anew
+        while self._acks:
+            mid, reason = self._acks.popleft()
+            entry = self._pending.pop(mid, None)
+            if entry is None:
+                continue  # the status message, or an ack from before a reconnect
+            fut, n = entry
+            if not fut.done():
+                fut.set_result([None if reason is None else f"broker rejected the publish: {reason}"] * n)
 
     async def stop(self) -> None:
         self._stopping = True
