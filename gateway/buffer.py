@@ -311,6 +311,46 @@ class Buffer:
         return c.execute("DELETE FROM readings WHERE seq IN "
                          "(SELECT seq FROM readings WHERE alert = 0 ORDER BY seq LIMIT ?)", (excess,)).rowcount
 
+    # --- changes while running (clock correction, config reload) ---------------------------------
+
+    def rewrite(self, fix: Callable[[str], tuple[str, int] | None], since_seq: int, containing: str) -> int:
+        """Rewrite buffered readings in place: `fix(rest)` gets a row's stored
+        JSON (all but id, names and time) and returns (new rest, observed_ms) or
+        None to leave the row alone. Only rows from `since_seq` whose rest
+        contains `containing` are offered. Used to correct the times of
+        readings taken before the clock was trusted."""
+        self.commit()
+        rows = self.conn.execute("SELECT seq, rest FROM readings WHERE seq >= ? AND instr(rest, ?) > 0",
+                                 (since_seq, containing)).fetchall()
+        updates = [(new[0], new[1], seq) for seq, rest in rows if (new := fix(rest)) is not None]
+        if updates:
+            with self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.executemany("UPDATE readings SET rest = ?, observed_ms = ? WHERE seq = ?", updates)
+        return len(updates)
+
+    def add_uplink(self, name: str) -> None:
+        """A new uplink (config reload) starts at the oldest reading still buffered."""
+        if name in self.acked:
+            return
+        self.commit()
+        first = self.conn.execute("SELECT coalesce(min(seq), ?) FROM readings", (self._next_seq,)).fetchone()[0]
+        acked = self._meta(f"cursor:{name}")  # an uplink that comes back resumes where it was
+        self.uplinks.append(name)
+        self.acked[name] = acked if acked is not None else first - 1
+        self._pending.cursors[name] = self.acked[name]
+
+    def remove_uplink(self, name: str) -> None:
+        """An uplink gone from the config no longer holds readings back from deletion."""
+        if name in self.acked:
+            self.uplinks.remove(name)
+            del self.acked[name]
+            self._pending.cursors.pop(name, None)
+
+    def off_commit(self, callback: Callable[[], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
     # --- reading (committed rows only) ---------------------------------------------------------
 
     def fetch(self, after: int, limit: int) -> list[Row]:

@@ -54,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     dead = bsub.add_parser("dead", parents=[common], help="list dead letters with their reasons")
     dead.add_argument("--retry", action="store_true", help="move them back to pending")
     sub.add_parser("drivers", parents=[common], help="list installed drivers and their config keys")
+    status = sub.add_parser("status", parents=[common], help="ask the running daemon: sensors, uplinks, buffer")
+    status.add_argument("--json", action="store_true")
+    scan = sub.add_parser("scan", parents=[common], help="find serial ports, I2C chips or BLE beacons")
+    ssub = scan.add_subparsers(dest="what", required=True)
+    sser = ssub.add_parser("serial", parents=[common], help="serial ports with USB ids (and paths given)")
+    sser.add_argument("paths", nargs="*", help="more ports to check, e.g. a pseudo-terminal")
+    sser.add_argument("--json", action="store_true")
+    si2c = ssub.add_parser("i2c", parents=[common], help="I2C addresses that answer, known chips named")
+    si2c.add_argument("--bus", type=int, default=1, help="bus number (default 1: /dev/i2c-1 on a Pi)")
+    sble = ssub.add_parser("ble", parents=[common], help="BLE beacons nearby, decoded")
+    sble.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
+    sble.add_argument("--adapter", default="hci0", help="hci0, or replay:FILE to decode a recording")
+    sble.add_argument("--record", metavar="FILE", help="write what is heard to a replay file instead")
     return p
 
 
@@ -151,7 +164,58 @@ def cmd_drivers(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "probe": cmd_probe, "buffer": cmd_buffer, "drivers": cmd_drivers}
+def cmd_status(args) -> int:
+    from gateway import status
+    try:
+        path = status.socket_path(_load(args.config))
+    except ConfigError:
+        path = status.socket_path_lenient(args.config)
+        print(f"note: {args.config} does not validate (`gateway check`); asking the daemon at {path}", file=sys.stderr)
+    try:
+        data = status.query(path)
+    except status.StatusUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        status.print_table(data)
+    return 0 if data["healthy"] else 1
+
+
+def cmd_scan(args) -> int:
+    from gateway import scan
+    if args.what == "serial":
+        ports = scan.scan_serial(args.paths)
+        if args.json:
+            print(json.dumps(scan.as_dicts(ports), indent=2))
+        else:
+            scan.print_serial(ports)
+        return 0
+    if args.what == "i2c":
+        from smbus2 import SMBus
+        try:
+            bus = SMBus(args.bus)
+        except OSError as exc:
+            print(f"cannot open /dev/i2c-{args.bus}: {exc.strerror or exc} (I2C enabled in raspi-config? "
+                  f"user in the i2c group?)", file=sys.stderr)
+            return 1
+        with bus:
+            scan.print_i2c(args.bus, scan.scan_i2c(bus))
+        return 0
+    try:
+        from drivers.ble_beacon import scan as ble_scan
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("drivers.ble_beacon", "drivers.ble_beacon.scan"):
+            raise  # the driver is there but broken: show why
+        print("gateway scan ble: not available in this installation (the ble_beacon driver is not installed)",
+              file=sys.stderr)
+        return 1
+    return ble_scan.main(args.seconds, adapter=args.adapter, record_to=args.record)
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "probe": cmd_probe, "buffer": cmd_buffer, "drivers": cmd_drivers,
+            "status": cmd_status, "scan": cmd_scan}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.config is None:
         args.config = os.environ.get("GATEWAY_CONFIG") or str(DEFAULT_CONFIG)
     logs.setup(args.log_level, args.log_format)
+    if args.command == "run":
+        logs.limit_repeats()
     # `kill -USR1 <pid>` writes every thread's stack to stderr: a hung daemon can be diagnosed in the field.
     try:
         faulthandler.register(signal.SIGUSR1, all_threads=True)

@@ -57,6 +57,15 @@ def _key_error(key: str, message: str) -> PydanticCustomError:
     return PydanticCustomError("key_error", message, {"key": key})
 
 
+class ServiceSection(Strict):
+    """How the daemon lives on the Pi: status socket, metrics, clock trust."""
+
+    status_socket: Path | None = Field(None, description="default: beside the buffer, <buffer>.sock")
+    metrics_port: int | None = Field(None, ge=1, le=65_535, description="Prometheus on 127.0.0.1; off when unset")
+    clock_check: Literal["auto", "kernel", "build-time", "off"] = "auto"
+    clock_hold: Duration = Field(300.0, description="hold deliveries at most this long while the clock is unsynced")
+
+
 def _check_url(url: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(url)
     if parts.scheme not in schemes:
@@ -184,6 +193,7 @@ UPLINK_TYPES: dict[str, type[UplinkBase]] = {
 class Config(BaseModel):
     gateway: GatewaySection
     storage: StorageSection = StorageSection()
+    service: ServiceSection = ServiceSection()
     uplinks: list[UplinkBase] = []
     sensors: list[SensorOptions] = []
     source: str = "<config>"
@@ -198,7 +208,7 @@ class Config(BaseModel):
         return sensor.location or self.gateway.location
 
 
-SECTIONS = ("gateway", "storage", "uplinks", "sensors")
+SECTIONS = ("gateway", "storage", "service", "uplinks", "sensors")
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:
@@ -363,6 +373,9 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     storage = StorageSection()
     if data.get("storage") is not None and out.mapping(data["storage"], ("storage",)):
         storage = out.validate(StorageSection, data["storage"], ("storage",))
+    service = ServiceSection()
+    if data.get("service") is not None and out.mapping(data["service"], ("service",)):
+        service = out.validate(ServiceSection, data["service"], ("service",))
 
     raw_uplinks = out.items(data, "uplinks")
     out.duplicates(raw_uplinks, "uplinks", "name", "uplink name")
@@ -392,9 +405,9 @@ def parse_config(text: str, file: str = "<config>") -> Config:
             continue
         sensors.append(out.validate(driver.Options, raw, ("sensors", i)))
 
-    if problems or gateway is None or storage is None:
+    if problems or gateway is None or storage is None or service is None:
         raise ConfigError(sorted(problems, key=lambda p: p.line))
-    config = Config(gateway=gateway, storage=storage, uplinks=uplinks, sensors=sensors, source=file)
+    config = Config(gateway=gateway, storage=storage, service=service, uplinks=uplinks, sensors=sensors, source=file)
     _cross_checks(config, out)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line))

@@ -1,0 +1,103 @@
+"""`gateway status` over the daemon's Unix socket, Prometheus metrics and
+/healthz (issue 5), against a running daemon on simulated sensors."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+
+from tests.daemon_helpers import (Daemon, base_config, console_lines, free_port, gateway_cli, status_json, wait_for,
+                            write_config)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("status")
+    metrics_port = free_port()
+    closed_port = free_port()  # nothing listens: the MQTT uplink stays down and readings pile up
+    cfg = write_config(tmp_path / "gw.yaml", base_config(
+        tmp_path,
+        sensors=[{"id": "river-1", "driver": "sim_river", "interval": "200ms"},
+                 {"id": "snow-1", "driver": "sim_snow", "interval": "300ms"},
+                 # A serial sensor whose USB adapter is not plugged in: failing, with the reason.
+                 {"id": "river-2", "driver": "maxbotix", "interval": "1s", "port": str(tmp_path / "ttyUSB-unplugged")}],
+        uplinks=[{"name": "console", "type": "console", "path": str(tmp_path / "out.jsonl")},
+                 {"name": "city", "type": "mqtt", "url": f"mqtt://127.0.0.1:{closed_port}"}],
+        metrics_port=metrics_port))
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: (s := status_json(cfg)) and all(s["sensors"][x]["reads"] >= 3 for x in ("river-1", "snow-1"))
+                 and s["sensors"]["river-2"]["read_errors"] >= 1, what="three readings per sim sensor in the status")
+        yield cfg, d, tmp_path, metrics_port
+    finally:
+        assert d.stop() == 0
+
+
+def test_status_json_reports_sensors_uplinks_and_buffer(running):
+    cfg, _, tmp_path, _ = running
+    s = status_json(cfg)
+    assert s["gateway"] == "test-gw" and s["healthy"] is True
+    river = s["sensors"]["river-1"]
+    assert river["driver"] == "sim_river" and river["state"] == "ok" and river["read_errors"] == 0
+    assert river["last_reading"]["sensor"] == "river-1"
+    assert river["last_reading"]["values"]["water_level"]["unit"] == "m"
+    assert 0 <= river["age_s"] < 5
+    assert s["sensors"]["snow-1"]["last_reading"]["kind"] == "snow_depth"
+    unplugged = s["sensors"]["river-2"]
+    assert unplugged["state"] == "failing" and unplugged["last_reading"] is None and unplugged["age_s"] is None
+    assert "ttyUSB-unplugged" in unplugged["detail"] and unplugged["read_errors"] >= 1
+    # The console got what was read; the MQTT uplink is down with everything pending.
+    # The last reading in the status is exactly the one the console uplink delivers.
+    delivered = wait_for(lambda: {r["id"]: r for r in console_lines(tmp_path / "out.jsonl")
+                                  if r["id"] == river["last_reading"]["id"]}, what="the reading delivered")
+    assert delivered[river["last_reading"]["id"]] == river["last_reading"]
+    console, city = s["uplinks"]["console"], s["uplinks"]["city"]
+    assert console["connected"] is True and console["type"] == "console"
+    assert city["connected"] is False and city["type"] == "mqtt"
+    assert city["pending"] >= 6 and city["pending"] >= console["pending"]
+    assert city["oldest_pending_age_s"] is not None and city["oldest_pending_age_s"] >= 0
+    assert s["buffer"]["readings"] >= 1 and s["buffer"]["evictions"] == 0
+
+
+def test_status_table_is_readable(running):
+    cfg = running[0]
+    out = gateway_cli("status", "-c", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert "river-1" in out.stdout and "snow-1" in out.stdout
+    assert any(line.startswith("river-2") and "failing" in line for line in out.stdout.splitlines()), out.stdout
+    assert any(line.startswith("city") and " NO " in line for line in out.stdout.splitlines()), out.stdout
+
+
+def test_status_without_a_daemon_says_so(tmp_path):
+    cfg = write_config(tmp_path / "gw.yaml", base_config(tmp_path, sensors=[], uplinks=[]))
+    out = gateway_cli("status", "-c", str(cfg))
+    assert out.returncode == 1
+    assert "is the gateway running" in out.stderr
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_metrics_in_prometheus_text(running):
+    port = running[3]
+    code, text = _get(port, "/metrics")
+    assert code == 200
+    for needle in ('gateway_readings_total{sensor="river-1"}', 'gateway_sensor_ok{sensor="river-2"} 0.0', 'gateway_read_errors_total{sensor="snow-1"} 0.0',
+                   'gateway_uplink_connected{uplink="city"} 0.0', 'gateway_uplink_connected{uplink="console"} 1.0',
+                   'gateway_uplink_pending{uplink="city"}', 'gateway_uplink_oldest_pending_age_seconds{uplink="city"}',
+                   "gateway_buffer_evictions_total 0.0", 'gateway_uplink_dead_letters{uplink="city"} 0.0',
+                   'gateway_uplink_publish_latency_seconds{uplink="console"}'):
+        assert needle in text, needle
+    pending = [line for line in text.splitlines() if line.startswith('gateway_uplink_pending{uplink="city"}')]
+    assert float(pending[0].split()[-1]) >= 6
+
+
+def test_healthz(running):
+    assert _get(running[3], "/healthz") == (200, "ok\n")
+    assert _get(running[3], "/nothing")[0] == 404
