@@ -320,9 +320,11 @@ class Buffer:
         contains `containing` are offered. Used to correct the times of
         readings taken before the clock was trusted."""
         self.commit()
-        rows = self.conn.execute("SELECT seq, rest FROM readings WHERE seq >= ? AND instr(rest, ?) > 0",
-                                 (since_seq, containing)).fetchall()
-        updates = [(new[0], new[1], seq) for seq, rest in rows if (new := fix(rest)) is not None]
+        updates = []
+        for seq, packed in self.conn.execute("SELECT seq, rest FROM readings WHERE seq >= ?", (since_seq,)):
+            rest = unpack(packed)  # packed rows: the filter runs here, not in SQL
+            if containing in rest and (new := fix(rest)) is not None:
+                updates.append((pack(new[0]), new[1], seq))
         if updates:
             with self.conn:
                 self.conn.execute("BEGIN IMMEDIATE")
