@@ -89,6 +89,16 @@ def _check_secret(value: object) -> Path:
     return path
 
 
+def parse_i2c_address(value: object) -> object:
+    """An I2C address as written in YAML: 0x76 is already an int; "0x76" (quoted) is read as hex."""
+    if isinstance(value, str):
+        try:
+            return int(value, 0)
+        except ValueError:
+            raise ValueError(f"an I2C address is a number such as 0x76 (got {value!r})") from None
+    return value
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Name = Annotated[str, BeforeValidator(_check_name)]
 Location = Annotated[tuple[float, float], BeforeValidator(_check_location)]

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from smbus2 import SMBus
 
 from drivers.base import DeviceError, Driver, SensorOptions
+from gateway.fields import parse_i2c_address
 from gateway.reading import Reading, Value
 
 CHIP_ID = 0xD0
@@ -150,15 +151,6 @@ def decode(data: bytes, cal: Calibration) -> tuple[dict[str, Value], str]:
     return values, "ok" if ok else "suspect"
 
 
-def _address(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return int(value, 0)
-        except ValueError:
-            raise ValueError(f"address is 0x76 or 0x77 (got {value!r})") from None
-    return value
-
-
 class Bme280Options(SensorOptions):
     bus: int = Field(1, ge=0, description="I2C bus number (/dev/i2c-N)")
     address: int = Field(0x76, description="0x76 (SDO to GND) or 0x77 (SDO to VDDIO)")
@@ -166,7 +158,10 @@ class Bme280Options(SensorOptions):
     @field_validator("address", mode="before")
     @classmethod
     def _hex(cls, v: Any) -> Any:
-        v = _address(v)
+        try:
+            v = parse_i2c_address(v)
+        except ValueError:
+            raise ValueError(f"a BME280 answers at 0x76 or 0x77 only (got {v!r})") from None
         if isinstance(v, int) and v not in (0x76, 0x77):
             raise ValueError(f"a BME280 answers at 0x76 or 0x77 only (got 0x{v:02x})")
         return v

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from smbus2 import SMBus, i2c_msg
 
 from drivers.base import DeviceError, DistanceOptions, Driver
+from gateway.fields import parse_i2c_address
 from gateway.reading import Reading, Value
 
 RANGE_COMMAND = 0x51
@@ -43,15 +44,6 @@ def classify(cm: int) -> str | None:
     return None if MIN_CM <= cm <= MAX_CM else "out_of_range"
 
 
-def _address(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return int(value, 0)
-        except ValueError:
-            raise ValueError(f"address is a 7-bit I2C address such as 0x70 (got {value!r})") from None
-    return value
-
-
 class I2cxlOptions(DistanceOptions):
     bus: int = Field(1, ge=0, description="I2C bus number (/dev/i2c-N)")
     address: int = Field(0x70, ge=0x08, le=0x77, description="7-bit address (factory default 0x70 = 224 8-bit)")
@@ -60,7 +52,7 @@ class I2cxlOptions(DistanceOptions):
     @field_validator("address", mode="before")
     @classmethod
     def _hex(cls, v: Any) -> Any:
-        return _address(v)
+        return parse_i2c_address(v)
 
 
 class I2cxl(Driver):
