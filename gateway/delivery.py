@@ -61,6 +61,12 @@ class Delivery:
     def caught_up(self) -> bool:
         return self.buffer.acked[self.name] >= self.buffer.last_seq and not self._retrying
 
+    def detach(self) -> None:
+        """The uplink is gone (config reload): answers still in flight must not
+        move its cursor, and new commits no longer wake this worker."""
+        self._gen += 1
+        self.buffer.off_commit(self._new_data)
+
     def _new_data(self) -> None:
         self._fresh = True
         self.wake.set()

@@ -150,8 +150,7 @@ class Gateway:
         await asyncio.gather(task, return_exceptions=True)
         delivery = next(d for d in self.deliveries if d.name == name)
         self.deliveries.remove(delivery)
-        delivery._gen += 1  # answers still in flight must not move the cursor: those rows are sent again
-        self.buffer.off_commit(delivery._new_data)
+        delivery.detach()
         await self.transports.pop(name).stop()
 
     async def _deliver(self, delivery: Delivery) -> None:
