@@ -53,6 +53,7 @@ class Delivery:
         self.sent_total = 0
         self._order = itertools.count()
         self._gen = 0
+        self._retrying = False  # dead letters moved back by `gateway buffer dead --retry` are being sent
         buffer.on_commit(self._new_data)
 
     # --- state the service and status read -----------------------------------------------------
@@ -74,7 +75,6 @@ class Delivery:
     # --- the loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._retrying = False
         while True:
             await self.t.ready()
             try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -36,7 +37,9 @@ class SensorRunner:
         self.state = "starting"
         self.detail: str | None = None
         self.failures = 0
+        self.read_errors = 0  # failed reads in all (status, metrics)
         self.reads = 0
+        self.last_attempt = time.monotonic()  # the watchdog's sign that this scheduler still tries
         self.last_reading: Reading | None = None
         self.interval_override: float | None = None  # e.g. a river's fast interval while in alert
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sensor-{self.id}")
@@ -47,6 +50,12 @@ class SensorRunner:
     @property
     def interval(self) -> float:
         return self.interval_override or self.options.interval
+
+    @property
+    def stall_limit(self) -> float:
+        """Longest quiet time that is still normal: an interval, a timed-out
+        open and read, and the longest failure backoff, with a margin."""
+        return self.interval + 2 * self.options.read_timeout + self._backoff.cap + 30.0
 
     def _set_state(self, state: str, detail: str | None = None) -> None:
         if (state, detail) == (self.state, self.detail):
@@ -77,6 +86,7 @@ class SensorRunner:
 
     async def read_once(self) -> float:
         """One read; returns a backoff delay after a failure, else 0."""
+        self.last_attempt = time.monotonic()
         loop = asyncio.get_running_loop()
         if self._busy is not None and not self._busy.done():
             self._set_state("hung", f"a read has not returned for more than {self.options.read_timeout:g}s")
@@ -96,6 +106,7 @@ class SensorRunner:
             raise
         except Exception as exc:  # any device failure: isolate, back off, reopen
             self.failures += 1
+            self.read_errors += 1
             detail = "read timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
             delay = self._backoff.next()
             self._set_state("failing", f"{detail} (retry in {delay:.0f}s)")

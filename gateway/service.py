@@ -41,28 +41,6 @@ def id_lease_file(buffer_path: Path) -> Path:
     return buffer_path.with_name(buffer_path.name + ".ids")
 
 
-class CountingRunner(SensorRunner):
-    """A SensorRunner that also counts failed reads (for status and metrics) and
-    notes when it last tried, so the watchdog can tell a stuck scheduler."""
-
-    read_errors = 0
-    last_attempt = time.monotonic()
-
-    @property
-    def stall_limit(self) -> float:
-        """Longest quiet time that is still normal: an interval, a timed-out
-        open and read, and the longest failure backoff, with a margin."""
-        return self.interval + 2 * self.options.read_timeout + max(self.options.interval, 300.0) + 30.0
-
-    async def read_once(self) -> float:
-        self.last_attempt = time.monotonic()
-        before = self.failures
-        delay = await super().read_once()
-        if self.failures > before:
-            self.read_errors += 1
-        return delay
-
-
 def dump_tasks() -> None:
     """`kill -USR2 <pid>`: log where every asyncio task waits (SIGUSR1 gives thread stacks)."""
     for task in asyncio.all_tasks():
@@ -117,7 +95,7 @@ class Gateway:
         driver = registry.load(options.driver)(options)
         self.pipelines[options.id] = Pipeline(options, self.config.location_of(options), driver=type(driver),
                                               latest=self.latest.get)
-        runner = CountingRunner(driver, self.accept, self.buffer.set_sensor_state)
+        runner = SensorRunner(driver, self.accept, self.buffer.set_sensor_state)
         runner.last_attempt = time.monotonic()
         return runner
 
@@ -242,7 +220,7 @@ class Gateway:
     async def _drain(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while loop.time() < deadline and not all(_caught_up(d) for d in self.deliveries):
+        while loop.time() < deadline and not all(d.caught_up for d in self.deliveries):
             await asyncio.sleep(0.05)
             self.buffer.commit()  # persist acks as they arrive
 
@@ -260,7 +238,7 @@ class Gateway:
             return problems
         for sid, runner in self.runners.items():
             quiet = time.monotonic() - getattr(runner, "last_attempt", time.monotonic())
-            if isinstance(runner, CountingRunner) and quiet > runner.stall_limit:
+            if quiet > runner.stall_limit:
                 problems.append(f"sensor {sid}: scheduler has not tried a read for {quiet:.0f}s")
         named = [(f"uplink {n}", t) for n, t in self.delivery_tasks.items()]
         named += [(f"sensor {n}", t) for n, t in self.sensor_tasks.items()]
@@ -408,13 +386,6 @@ class Gateway:
                 self._start_sensor(options)
                 log.info("sensor %s %s", sid, "changed" if sid in old_s else "added")
         log.info("config reloaded: %d sensors, %d uplinks", len(self.runners), len(self.deliveries))
-
-
-def _caught_up(delivery: Delivery) -> bool:
-    try:
-        return delivery.caught_up
-    except AttributeError:  # its worker has not started (held for the clock)
-        return False
 
 
 def _freeze_event_loop() -> None:
