@@ -96,7 +96,6 @@ class Gateway:
         self.pipelines[options.id] = Pipeline(options, self.config.location_of(options), driver=type(driver),
                                               latest=self.latest.get)
         runner = SensorRunner(driver, self.accept, self.buffer.set_sensor_state)
-        runner.last_attempt = time.monotonic()
         return runner
 
     # --- sensors and uplinks, started and stopped one by one (start and reload) ------------------
@@ -237,7 +236,7 @@ class Gateway:
         if self.stopping.is_set():
             return problems
         for sid, runner in self.runners.items():
-            quiet = time.monotonic() - getattr(runner, "last_attempt", time.monotonic())
+            quiet = time.monotonic() - runner.last_attempt
             if quiet > runner.stall_limit:
                 problems.append(f"sensor {sid}: scheduler has not tried a read for {quiet:.0f}s")
         named = [(f"uplink {n}", t) for n, t in self.delivery_tasks.items()]

@@ -65,7 +65,7 @@ def snapshot(gw: "Gateway") -> dict:
             "detail": r.detail,
             "failures": r.failures,
             "reads": r.reads,
-            "read_errors": getattr(r, "read_errors", 0) + gw.error_readings.get(sid, 0),
+            "read_errors": r.read_errors + gw.error_readings.get(sid, 0),
             "last_reading": None if last is None else last.as_json(),
             "age_s": None if last is None else round(mono - last.monotonic, 1),
         }
