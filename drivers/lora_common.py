@@ -309,3 +309,14 @@ def signed_int(text: str) -> int:
     if not re.fullmatch(r"[+-]?\d{1,6}", text):
         raise FrameError(f"not an integer: {text[:20]!r}")
     return int(text)
+
+
+def modem_text(line: bytes) -> str:
+    """A modem's reply or event line (without CRLF) as text; FrameError for line noise."""
+    try:
+        text = line.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise FrameError("line is not ASCII") from None
+    if not text or not text.isprintable():
+        raise FrameError(f"empty or unprintable line: {text[:40]!r}")
+    return text

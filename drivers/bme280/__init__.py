@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from smbus2 import SMBus
 
 from drivers.base import DeviceError, Driver, SensorOptions
+from drivers.i2c_device import I2cDriver
 from gateway.fields import parse_i2c_address
 from gateway.reading import Reading, Value
 
@@ -167,20 +168,15 @@ class Bme280Options(SensorOptions):
         return v
 
 
-class Bme280(Driver):
+class Bme280(I2cDriver):
     summary = "Bosch BME280 over I2C: air temperature, humidity, pressure (forced mode)"
     Options = Bme280Options
     kind = "environment"
-    # The seam: bus number -> an object with the smbus2.SMBus methods used here.
-    smbus_factory: ClassVar[Callable[[int], Any]] = SMBus
+    chip = "BME280"
 
     def __init__(self, options: Bme280Options):
         super().__init__(options)
-        self.bus = None
         self.calibration: Calibration | None = None
-
-    def _where(self) -> str:
-        return f"BME280 at 0x{self.options.address:02x} on I2C bus {self.options.bus}"
 
     def open(self) -> None:
         o = self.options
@@ -225,11 +221,3 @@ class Bme280(Driver):
             raise Bme280Error(f"{self._where()}: {exc}") from exc
         values, quality = decode(data, self.calibration)
         return [self.reading(values, quality=quality)]
-
-    def close(self) -> None:
-        bus, self.bus = self.bus, None
-        if bus is not None:
-            try:
-                bus.close()
-            except OSError:
-                pass

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from smbus2 import SMBus, i2c_msg
 
 from drivers.base import DeviceError, DistanceOptions, Driver
+from drivers.i2c_device import I2cDriver
 from gateway.fields import parse_i2c_address
 from gateway.reading import Reading, Value
 
@@ -55,20 +56,16 @@ class I2cxlOptions(DistanceOptions):
         return parse_i2c_address(v)
 
 
-class I2cxl(Driver):
+class I2cxl(I2cDriver):
     summary = "MaxBotix I2CXL-MaxSonar-EZ over I2C: range command 0x51, 2-byte cm"
     Options = I2cxlOptions
     temperature_compensated = False
     assumed_sound_speed = 20000 / 58  # m/s: 58 µs of round trip per cm
-    smbus_factory: ClassVar[Callable[[int], Any]] = SMBus
+    chip = "I2CXL"
 
     def __init__(self, options: I2cxlOptions):
         super().__init__(options)
-        self.bus = None
         self.invalid = 0  # samples outside the reporting range, for the logs and tests
-
-    def _where(self) -> str:
-        return f"I2CXL at 0x{self.options.address:02x} on I2C bus {self.options.bus}"
 
     def open(self) -> None:
         try:
@@ -105,11 +102,3 @@ class I2cxl(Driver):
         if not good:
             return [self.reading({}, quality="error", error=f"out_of_range: {bad[-1]} cm")]
         return [self.reading({"distance": Value(round(statistics.median(good) / 100, 4), "m")})]
-
-    def close(self) -> None:
-        bus, self.bus = self.bus, None
-        if bus is not None:
-            try:
-                bus.close()
-            except OSError:
-                pass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from drivers.lora_common import FrameError, LoraModemDriver, Packet, Reply, signed_int
+from drivers.lora_common import FrameError, LoraModemDriver, Packet, Reply, modem_text, signed_int
 
 CODING_RATES = {"4/5": 0, "4/6": 1, "4/7": 2, "4/8": 3}  # RUI3 P2P CR index
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})*")
@@ -58,12 +58,7 @@ def _rssi_snr(text: str) -> tuple[int, int]:
 
 def parse_line(line: bytes) -> Packet | Reply | RxHeader | RxData | Event:
     """One line from the modem (without CRLF). Raises FrameError for anything else."""
-    try:
-        text = line.decode("ascii").strip()
-    except UnicodeDecodeError:
-        raise FrameError("line is not ASCII") from None
-    if not text or not text.isprintable():
-        raise FrameError(f"empty or unprintable line: {text[:40]!r}")
+    text = modem_text(line)
     if text == "OK":
         return Reply(text)
     if text.startswith("AT_") and "ERROR" in text:

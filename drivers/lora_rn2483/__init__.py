@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from drivers.lora_common import FrameError, LoraModemDriver, Packet, Reply
+from drivers.lora_common import FrameError, LoraModemDriver, Packet, Reply, modem_text
 
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 _NUMBER = re.compile(r"[+-]?\d{1,10}")
@@ -33,12 +33,7 @@ class Event:
 
 def parse_line(line: bytes) -> Packet | Reply | RadioError | Event:
     """One line from the module (without CRLF). Raises FrameError for anything else."""
-    try:
-        text = line.decode("ascii").strip()
-    except UnicodeDecodeError:
-        raise FrameError("line is not ASCII") from None
-    if not text or not text.isprintable():
-        raise FrameError(f"empty or unprintable line: {text[:40]!r}")
+    text = modem_text(line)
     words = text.split()
     if words[0] == "radio_rx":
         # Modules print two spaces after radio_rx, the manual one: split on whitespace.
