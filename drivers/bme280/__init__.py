@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 from pydantic import Field, field_validator
-from smbus2 import SMBus
 
-from drivers.base import DeviceError, Driver, SensorOptions
+from drivers.base import DeviceError, SensorOptions
 from drivers.i2c_device import I2cDriver
 from gateway.fields import parse_i2c_address
 from gateway.reading import Reading, Value

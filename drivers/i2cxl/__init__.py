@@ -13,12 +13,12 @@ from __future__ import annotations
 import errno
 import statistics
 import time
-from typing import Any, Callable, ClassVar
+from typing import Any
 
 from pydantic import Field, field_validator
-from smbus2 import SMBus, i2c_msg
+from smbus2 import i2c_msg
 
-from drivers.base import DeviceError, DistanceOptions, Driver
+from drivers.base import DeviceError, DistanceOptions
 from drivers.i2c_device import I2cDriver
 from gateway.fields import parse_i2c_address
 from gateway.reading import Reading, Value
