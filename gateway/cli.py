@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import sys
 import time
-from pathlib import Path
 
 from gateway import __version__, logs, registry
 from gateway.config import DEFAULT_CONFIG, Config, ConfigError, load_config

@@ -41,7 +41,7 @@ def test_wire_sequence_is_range_command_then_two_byte_read(bus):
 
 
 def test_slow_sensor_that_nacks_past_100ms_is_waited_for(bus):
-    sensor = bus.devices[0x70] = I2cxlDevice(distance=lambda: 2.0, ranging_time=0.15)
+    bus.devices[0x70] = I2cxlDevice(distance=lambda: 2.0, ranging_time=0.15)
     (r,) = hw_cases.run(I2cxl, opts(), 1)
     assert r.value("distance") == 2.0
 

@@ -42,7 +42,8 @@ def test_three_sensors_at_20hz_every_recorded_reading_arrives_once_in_order(tmp_
     assert stats["uplinks"]["city-mqtt"]["pending"] == 0
     topics = {t for t, _ in sub.messages}
     assert "city/test-gw/river-1" in topics and any(t.startswith("city/test-gw/beacons-1/") for t in topics)
-    assert ("city/test-gw/status", b"offline") in sub.messages  # said on a clean stop
+    statuses = [payload for topic, payload in sub.messages if topic == "city/test-gw/status"]
+    assert statuses[0] == b"online" and statuses[-1] == b"offline", "online on connect, offline on a clean stop"
     sub.stop()
 
 
@@ -72,6 +73,9 @@ def test_gateway_killed_under_load_loses_no_committed_reading(tmp_path, broker):
     gw = GatewayProcess(config, tmp_path / "gw.log").start()
     wait_for(lambda: len(sub.readings()) > 100, 20, what="readings flowing")
     gw.kill()
+    # The broker sees the connection drop and publishes the last will.
+    wait_for(lambda: sub.messages and sub.messages[-1] == ("city/test-gw/status", b"offline"), 20,
+             what="the last will")
     with sqlite3.connect(tmp_path / "buffer.db") as conn:
         committed_waiting = {f"test-gw.{sensor}.{ident // 1_000_000}.{ident % 1_000_000:06d}"
                              for sensor, ident in conn.execute("SELECT sensor, ident FROM readings")}
