@@ -55,6 +55,11 @@ CREATE TABLE IF NOT EXISTS dead (
 CREATE INDEX IF NOT EXISTS dead_uplink ON dead(uplink, retry);
 -- Counters and each uplink's cursor ("cursor:<uplink>"): one small table, so a commit touches one page for them.
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+-- State that must outlive a restart, owned by other parts of the daemon (pipeline stages and windows,
+-- the newest observedAt upserted per NGSI-LD entity, the last accepted management seq): text values
+-- under namespaced keys ("pipeline:<sensor>", "ngsi:<uplink>:<entity>"), written in the readings' commits.
+-- An added table, not a new format: a buffer with it still opens in a gateway that predates it.
+CREATE TABLE IF NOT EXISTS memo (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sensors (
     id TEXT PRIMARY KEY, state TEXT NOT NULL, detail TEXT, since_ms INTEGER NOT NULL, failures INTEGER NOT NULL
 );
@@ -115,9 +120,11 @@ class _Pending:
     dead_done: list[int] = field(default_factory=list)
     dead_rejected: list[tuple[str, int]] = field(default_factory=list)
     sensors: dict[str, tuple] = field(default_factory=dict)
+    memo: dict[str, str | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.rows or self.cursors or self.dead or self.dead_done or self.dead_rejected or self.sensors)
+        return bool(self.rows or self.cursors or self.dead or self.dead_done or self.dead_rejected or self.sensors
+                    or self.memo)
 
 
 def _connect(path: Path, durability: str) -> sqlite3.Connection:
@@ -235,6 +242,24 @@ class Buffer:
     def set_sensor_state(self, sensor: str, state: str, detail: str | None, failures: int) -> None:
         self._pending.sensors[sensor] = (sensor, state, detail, int(time.time() * 1000), failures)
 
+    def remember(self, key: str, value: str | None) -> None:
+        """Keep `value` under `key` across restarts, in the next commit with the
+        readings (None forgets it). Whoever reads it back sees what was written
+        in the same transaction as the readings and cursors it belongs to."""
+        self._pending.memo[key] = value
+
+    def recall(self, prefix: str) -> dict[str, str]:
+        """Every remembered key starting with `prefix` (committed or pending)."""
+        found = dict(self.conn.execute("SELECT key, value FROM memo WHERE key >= ? AND key < ?",
+                                       (prefix, prefix + "\U0010ffff")).fetchall())
+        for key, value in self._pending.memo.items():
+            if key.startswith(prefix):
+                if value is None:
+                    found.pop(key, None)
+                else:
+                    found[key] = value
+        return found
+
     def commit(self) -> bool:
         """Write everything pending in one transaction. On a write error (full
         disk, I/O error) nothing is lost: it stays pending and is retried."""
@@ -252,6 +277,9 @@ class Buffer:
             c.executemany("DELETE FROM dead WHERE id = ?", [(i,) for i in p.dead_done])
             c.executemany("UPDATE dead SET retry = 0, reason = ? WHERE id = ?", p.dead_rejected)
             c.executemany("INSERT OR REPLACE INTO sensors VALUES (?, ?, ?, ?, ?)", p.sensors.values())
+            c.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?)",
+                          [(k, v) for k, v in p.memo.items() if v is not None])
+            c.executemany("DELETE FROM memo WHERE key = ?", [(k,) for k, v in p.memo.items() if v is None])
             count = self.count + added
             count -= self._collect_garbage(c)
             evicted = self._evict(c, count)

@@ -134,3 +134,22 @@ def test_buffer_cli_stats_and_dead(tmp_path):
     assert buffer_stats(config)["uplinks"]["u"]["dead_letters"] == 0
     table = gateway_cli("buffer", "-c", str(config), "stats").stdout
     assert "pending" in table and "evicted" in table
+
+
+def test_remembered_state_outlives_a_restart_and_rides_in_the_readings_commit(tmp_path):
+    from gateway.buffer import Buffer
+    path = tmp_path / "b.db"
+    b = Buffer(path, ["u"], gateway="g")
+    b.remember("pipeline:river-1", '{"stage": "danger"}')
+    b.remember("ngsi:orion:urn:x", "1700000000000")
+    assert b.recall("pipeline:") == {"pipeline:river-1": '{"stage": "danger"}'}  # pending, already visible
+    # Not yet committed: a second connection sees nothing.
+    other = Buffer(path, ["u"], gateway="g")
+    assert other.recall("") == {}
+    other.close()
+    b.commit()
+    b.remember("ngsi:orion:urn:x", None)
+    b.close()
+    again = Buffer(path, ["u"], gateway="g")
+    assert again.recall("") == {"pipeline:river-1": '{"stage": "danger"}'}
+    again.close()
