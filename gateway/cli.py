@@ -100,31 +100,50 @@ def cmd_probe(args) -> int:
 
 
 def cmd_buffer(args) -> int:
-    from gateway import buffer
+    """A second process beside the daemon: reads read-only, `dead --retry` writes
+    one small change; neither ever moves, replaces or creates a buffer file."""
+    from gateway import bufferfile
     config = _load(args.config)
     path = config.storage.path
-    if path.exists():
-        conn = buffer.open_connection(path, config.storage.durability)
-    else:  # the same report, all zeros, without creating a file the daemon's user should own
+    retry = args.action == "dead" and args.retry
+    try:
+        conn = bufferfile.open_for_change(path) if retry else bufferfile.open_for_reading(path)
+    except bufferfile.NoBuffer:  # the same report, all zeros, without creating a file the daemon's user should own
         print(f"no buffer at {path} yet (the gateway has not run with this config)", file=sys.stderr)
         conn = sqlite3.connect(":memory:")
-        conn.executescript(buffer.SCHEMA)
+        conn.executescript(bufferfile.SCHEMA)
+    except bufferfile.BufferUnavailable as exc:
+        print(f"gateway buffer: {exc}", file=sys.stderr)
+        return 1
+    try:
+        _buffer_action(args, conn, [u.name for u in config.uplinks])
+    except sqlite3.Error as exc:
+        busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        print(f"gateway buffer: {path}: {bufferfile.describe(exc)}"
+              + ("; the running gateway is writing a large change: nothing was changed, try again" if busy else ""),
+              file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    return 0
+
+
+def _buffer_action(args, conn: sqlite3.Connection, uplinks: list[str]) -> None:
+    from gateway import bufferfile
     if args.action == "stats":
-        data = buffer.stats(conn, [u.name for u in config.uplinks])
+        data = bufferfile.stats(conn, uplinks)
         if args.json:
             print(json.dumps(data, indent=2))
         else:
             _print_stats(data)
     elif args.retry:
-        moved = buffer.retry_dead_letters(conn)
+        moved = bufferfile.retry_dead_letters(conn)
         print(f"{moved} dead letters moved back to pending", file=sys.stderr)
     else:
-        for d in buffer.dead_letters(conn):
+        for d in bufferfile.dead_letters(conn):
             at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.at_ms / 1000))
             state = "retrying" if d.retry else "dead"
-            print(f"{at}\t{d.uplink}\t{buffer.reading_id(d.body)}\t{state}\t{d.reason}")
-    conn.close()
-    return 0
+            print(f"{at}\t{d.uplink}\t{bufferfile.reading_id(d.body)}\t{state}\t{d.reason}")
 
 
 def _print_stats(data: dict) -> None:

@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 from drivers.base import SensorOptions
 from gateway import registry, yamlsource
 from gateway.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict
+from gateway.storagepath import storage_path_problems
 from gateway.yamlsource import Problem
 
 DEFAULT_CONFIG = Path("/etc/city-edge-gateway/gateway.yaml")
@@ -373,6 +374,8 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     storage = StorageSection()
     if data.get("storage") is not None and out.mapping(data["storage"], ("storage",)):
         storage = out.validate(StorageSection, data["storage"], ("storage",))
+    for message in storage_path_problems(storage.path, file) if storage is not None else ():
+        out.add(("storage", "path"), message)
     service = ServiceSection()
     if data.get("service") is not None and out.mapping(data["service"], ("service",)):
         service = out.validate(ServiceSection, data["service"], ("service",))

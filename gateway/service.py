@@ -21,10 +21,12 @@ from pathlib import Path
 
 from gateway import registry
 from gateway.buffer import Buffer
+from gateway.bufferfile import open_when_possible
 from gateway.clock import Clock, SystemClock, corrected
 from gateway.config import Config, ConfigError, load_config
 from gateway.delivery import Delivery
-from gateway.ids import IdGenerator
+from gateway.ids import IdGenerator, IdStamper
+from gateway.instance import AlreadyRunning, InstanceLock
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline
 from gateway.reading import Reading, epoch_ms
@@ -83,12 +85,11 @@ class Gateway:
         if runner is not None:  # a river in alert or rising fast is read more often
             runner.interval_override = pipeline.interval_override
         reading.gateway = self.config.gateway.id
-        reading.id = self.ids.next(reading.sensor)
         if not self.clock_synced:
             reading.clock_synced = False  # corrected in the buffer once the clock is trusted
         if reading.quality == "error":
             self.error_readings[reading.sensor] = self.error_readings.get(reading.sensor, 0) + 1
-        self.buffer.append(reading)
+        self.stamp(reading)  # its id, then the buffer (held while no id can be issued)
         self.readings_total += 1
 
     def _make_runner(self, options) -> SensorRunner:
@@ -146,10 +147,19 @@ class Gateway:
         if os.environ.get("GATEWAY_DEBUG_HOOKS") == "1":
             loop.add_signal_handler(signal.SIGRTMIN, _freeze_event_loop)
         self.notifier.status("opening the buffer")
-        self.buffer = Buffer(cfg.storage.path, [u.name for u in cfg.uplinks], gateway=cfg.gateway.id,
-                             max_readings=cfg.storage.max_readings,
-                             durability=cfg.storage.durability, commit_rows=cfg.storage.commit_rows)
-        self.ids = IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path))
+        try:  # before the buffer and the status socket: a second daemon touches neither
+            self.instance = InstanceLock(cfg.storage.path).acquire()
+        except (AlreadyRunning, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        self.buffer = await open_when_possible(lambda: Buffer(
+            cfg.storage.path, [u.name for u in cfg.uplinks], gateway=cfg.gateway.id,
+            max_readings=cfg.storage.max_readings, durability=cfg.storage.durability,
+            commit_rows=cfg.storage.commit_rows), cfg.storage.path, self.notifier, self.stopping)
+        if self.buffer is None:
+            log.info("stopped before the buffer opened: nothing was read")
+            return 0
+        self.stamp = IdStamper(IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path)), self.buffer.append)
         self._first_seq = self.buffer.last_seq + 1  # monotonic times are only comparable within this run
         self.clock_synced = self.clock.synced()
         self._clock_trusted = asyncio.Event()
@@ -186,6 +196,7 @@ class Gateway:
         for t in sensor_tasks:
             t.cancel()
         await asyncio.gather(*sensor_tasks, return_exceptions=True)
+        self.stamp.flush()
         self.buffer.commit()
         await self._drain(self.config.gateway.shutdown_timeout)
         for t in self._core_tasks:
@@ -198,11 +209,11 @@ class Gateway:
         await self.status_server.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
-        left = {d.name: self.buffer.last_seq - self.buffer.acked[d.name] for d in self.deliveries}
-        self.buffer.close()
+        self.stamp.flush()
+        closed = self.buffer.close()
+        self.instance.release()
         self.notifier.close()
-        log.info("gateway stopped; readings left in the buffer for the next start: %s",
-                 ", ".join(f"{k}: {v}" for k, v in left.items()) or "none (no uplinks)")
+        log_stop(closed, len(self.stamp.held) + self.stamp.lost)
         return 0
 
     def request_stop(self, why: str = "request") -> None:
@@ -213,6 +224,7 @@ class Gateway:
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.storage.commit_interval)
+            self.stamp.flush()
             self.buffer.commit()
             self.last_commit = time.monotonic()
 
@@ -385,6 +397,18 @@ class Gateway:
                 self._start_sensor(options)
                 log.info("sensor %s %s", sid, "changed" if sid in old_s else "added")
         log.info("config reloaded: %d sensors, %d uplinks", len(self.runners), len(self.deliveries))
+
+
+def log_stop(closed, without_id: int) -> None:
+    """What the stop leaves: only readings on disk count as kept; the rest is said to be lost."""
+    left = ", ".join(f"{k}: {v}" for k, v in closed.left.items()) or "none (no uplinks)"
+    lost = closed.lost + without_id
+    if not lost:
+        log.info("gateway stopped; on disk for the next start to send: %s; nothing lost", left)
+        return
+    log.error("gateway stopped; on disk for the next start to send: %s; LOST: %d readings of this run never "
+              "reached the disk (%d held in memory at the stop, %d evicted from memory while writes failed, "
+              "%d without an id)", left, lost, closed.unwritten, closed.lost - closed.unwritten, without_id)
 
 
 def _freeze_event_loop() -> None:

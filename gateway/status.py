@@ -108,8 +108,12 @@ class StatusServer:
 
     async def start(self) -> None:
         try:
+            if self.path.is_socket() and _answers(self.path):
+                log.error("status socket %s is in use by another running gateway: left to it; "
+                          "`gateway status` with this config asks that one", self.path)
+                return
             if self.path.is_socket():
-                self.path.unlink()  # left by a killed daemon
+                self.path.unlink()  # left by a killed daemon: nobody answers on it
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.server = await asyncio.start_unix_server(self._answer, path=str(self.path))
             os.chmod(self.path, 0o660)  # the gateway's group (technicians) may ask
@@ -134,6 +138,12 @@ class StatusServer:
                 self.path.unlink()
             except OSError:
                 pass
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex(str(path)) == 0
 
 
 class StatusUnavailable(Exception):
