@@ -158,6 +158,7 @@ class Gateway:
             commit_rows=cfg.storage.commit_rows), cfg.storage.path, self.notifier, self.stopping)
         if self.buffer is None:
             log.info("stopped before the buffer opened: nothing was read")
+            self.instance.release()
             return 0
         self.stamp = IdStamper(IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path)), self.buffer.append)
         self._first_seq = self.buffer.last_seq + 1  # monotonic times are only comparable within this run
