@@ -31,7 +31,7 @@ from gateway.bufferfile import (WRITE_WAIT, BufferUnavailable, DeadRow, Row, des
                                 open_connection, pack, unpack)
 # The `gateway buffer` reports, long imported from here:
 from gateway.bufferfile import dead_letters, reading_id, retry_dead_letters, stats  # noqa: F401
-from gateway.reading import Reading, epoch_ms, format_ms
+from gateway.sdk.reading import Reading, epoch_ms, format_ms
 
 log = logging.getLogger(__name__)
 
