@@ -213,10 +213,11 @@ def open_connection(path: Path, durability: str = "normal") -> sqlite3.Connectio
     except sqlite3.Error as exc:
         if not is_corruption(exc):
             raise BufferUnavailable(path, exc) from exc
-        move_aside(path, exc)
+        corrupt = exc
     except OSError as exc:
         raise BufferUnavailable(path, exc) from exc
     try:
+        move_aside(path, corrupt)
         return _connect(path, durability)
     except (sqlite3.Error, OSError) as exc:
         raise BufferUnavailable(path, exc) from exc

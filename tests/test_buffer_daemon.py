@@ -95,3 +95,23 @@ def test_a_daemon_on_a_full_disk_loses_nothing_committed_repeats_no_id_and_says_
     assert len(bodies) == buffer_stats(config)["buffer"]["appended"], "every committed reading was delivered"
     assert buffer_stats(config)["uplinks"]["c"]["pending"] == 0
     assert per_sensor_in_order(readings)
+
+
+def test_a_status_socket_that_answers_is_never_taken_over(tmp_path):
+    """Two configs, two buffers, one `service.status_socket`: the second daemon runs, without a socket."""
+    sock = tmp_path / "status.sock"
+    configs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        doc = sim_config(tmp_path / name, [{"name": "c", "type": "console", "path": str(tmp_path / f"{name}.jsonl")}])
+        doc["service"] = {"status_socket": str(sock)}
+        configs.append(write_config(tmp_path / f"{name}.yaml", doc))
+    first = GatewayProcess(configs[0], tmp_path / "a.log").start()
+    wait_for(sock.exists, 30, what="the first daemon's status socket")
+    second = GatewayProcess(configs[1], tmp_path / "b.log").start()
+    wait_for(lambda: "in use by another running gateway" in second.log_text(), 30, what="the second to leave it")
+    status = subprocess.run([sys.executable, "-m", "gateway", "status", "--json", "-c", str(configs[0])],
+                            capture_output=True, text=True, timeout=60)
+    assert json.loads(status.stdout)["pid"] == first.proc.pid
+    assert second.terminate() == 0 and sock.exists(), "its stop does not remove the first one's socket either"
+    assert first.terminate() == 0
