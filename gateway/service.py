@@ -151,20 +151,9 @@ class Gateway:
         if os.environ.get("GATEWAY_DEBUG_HOOKS") == "1":
             loop.add_signal_handler(signal.SIGRTMIN, _freeze_event_loop)
         self.notifier.status("opening the buffer")
-        try:  # before the buffer and the status socket: a second daemon touches neither
-            self.instance = InstanceLock(cfg.storage.path).acquire()
-        except (AlreadyRunning, OSError) as exc:
-            log.error("cannot start: %s", exc)
-            return 1
-        self.buffer = await open_when_possible(lambda: Buffer(
-            cfg.storage.path, [u.name for u in cfg.uplinks], gateway=cfg.gateway.id,
-            max_readings=cfg.storage.max_readings, durability=cfg.storage.durability,
-            commit_rows=cfg.storage.commit_rows), cfg.storage.path, self.notifier, self.stopping)
-        if self.buffer is None:
-            log.info("stopped before the buffer opened: nothing was read")
-            self.instance.release()
-            return 0
-        self.stamp = IdStamper(IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path)), self.buffer.append)
+        opened = await self._open_storage()
+        if opened is not None:
+            return opened
         self._first_seq = self.buffer.last_seq + 1  # monotonic times are only comparable within this run
         self.clock_synced = self.clock.synced()
         self._clock_trusted = asyncio.Event()
@@ -220,6 +209,27 @@ class Gateway:
         self.notifier.close()
         log_stop(closed, len(self.stamp.held) + self.stamp.lost)
         return 0
+
+    async def _open_storage(self) -> int | None:
+        """The instance lock (before the buffer and the status socket: a second daemon
+        touches neither), the buffer (waiting while it cannot open), the ids. An exit
+        code if the daemon must not go on."""
+        storage = self.config.storage
+        try:
+            self.instance = InstanceLock(storage.path).acquire()
+        except (AlreadyRunning, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        self.buffer = await open_when_possible(lambda: Buffer(
+            storage.path, [u.name for u in self.config.uplinks], gateway=self.config.gateway.id,
+            max_readings=storage.max_readings, durability=storage.durability, commit_rows=storage.commit_rows),
+            storage.path, self.notifier, self.stopping)
+        if self.buffer is None:
+            log.info("stopped before the buffer opened: nothing was read")
+            self.instance.release()
+            return 0
+        self.stamp = IdStamper(IdGenerator(self.config.gateway.id, id_lease_file(storage.path)), self.buffer.append)
+        return None
 
     def request_stop(self, why: str = "request") -> None:
         if not self.stopping.is_set():
