@@ -5,6 +5,7 @@ reports each at the key's line; `buffer stats` never replaces such a file."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -74,3 +75,15 @@ def test_a_directory_that_can_be_created_or_an_empty_or_sqlite_file_is_fine(tmp_
         code, err = check(["check", "-c", str(_config(tmp_path, value))], capfd)
         assert code == 0, err
     assert not (tmp_path / "new").exists(), "check creates nothing"
+
+
+def test_checked_as_root_the_directory_must_be_writable_by_the_service_user(tmp_path, capfd, monkeypatch):
+    from gateway import storagepath
+    monkeypatch.setattr(storagepath, "_service_user", lambda: ("city-edge-gateway", 54_321, {54_321}))
+    (tmp_path / "root-only").mkdir(mode=0o755)
+    (tmp_path / "theirs").mkdir()
+    os.chown(tmp_path / "theirs", 54_321, 54_321)
+    code, err = check(["check", "-c", str(_config(tmp_path, f"{tmp_path}/root-only/buffer.db"))], capfd)
+    assert code == 2 and "is not writable by the service user city-edge-gateway" in problems(err)[0]["message"]
+    code, err = check(["check", "-c", str(_config(tmp_path, f"{tmp_path}/theirs/buffer.db"))], capfd)
+    assert code == 0, err
