@@ -289,7 +289,8 @@ def _open_command(path: Path, mode: str, wait: float) -> sqlite3.Connection:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.Error as exc:
         conn.close()
-        raise BufferUnavailable(path, "not a gateway buffer (not an SQLite file); left untouched"
+        raise BufferUnavailable(path, "not a gateway buffer (not SQLite, or corrupt: the daemon moves a buffer of its "
+                                      "own that went corrupt aside at its next start); left untouched"
                                 if is_corruption(exc) else exc) from exc
     finally:
         _give_to_owner(path, _side_files(path) - side_files)
