@@ -34,10 +34,9 @@ def test_readings_buffered_while_unsynced_leave_with_corrected_times(tmp_path):
     clock = ManualClock(synced=False, offset=YEAR)
 
     async def scenario():
-        gw = Gateway(config, clock=clock)
-        gw.clock_poll = 0.02
+        gw = Gateway(config, clock=clock, clock_poll=0.02)
         task = asyncio.create_task(gw.run())
-        await _until(lambda: getattr(gw, "readings_total", 0) >= 5)
+        await _until(lambda: gw.sensors is not None and gw.sensors.readings_total >= 5)
         gw.buffer.commit()
         held = {(doc := json.loads(row.body))["id"]: doc for row in gw.buffer.fetch(0, 10_000)}
         assert console_lines(out) == []  # held back while the clock is not trusted

@@ -117,3 +117,76 @@ def test_a_failing_sensor_backs_off_exponentially_reopens_and_recovers():
     failing = [s for s in states if s[1] == "failing"]
     assert failing and "no answer on /dev/ttyUSB0" in failing[0][2]
     assert states[-1][1] == "ok" and runner.failures == 0
+
+
+class HungOnce(Driver):
+    """The first read hangs past its timeout; opens, closes and the hung read's return are recorded in order."""
+
+    def __init__(self, options):
+        super().__init__(options)
+        self.events: list[str] = []
+        self.release = threading.Event()
+        self.calls = 0
+
+    def open(self):
+        self.events.append("open")
+
+    def close(self):
+        self.events.append("close")
+
+    def read(self, timeout):
+        self.calls += 1
+        if self.calls == 1:
+            self.release.wait(30)
+            self.events.append("returned")
+            return []
+        return [self.reading({"distance": Value(1.0, "m")}, kind="river_level")]
+
+
+def test_a_hung_read_is_followed_by_close_before_the_device_is_opened_again():
+    """Issue 9, defect 5: no leaked serial descriptor, no "pin in use"."""
+    driver = HungOnce(opts("stuck", 0.02, timeout=0.1))
+    runner = SensorRunner(driver, lambda r: None, lambda *a: None)
+
+    async def main():
+        task = asyncio.create_task(runner.run())
+        await until(lambda: runner.state == "hung")
+        hung_events = list(driver.events)
+        driver.release.set()
+        await until(lambda: runner.reads >= 3)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runner.close()
+        return hung_events
+
+    hung_events = asyncio.run(main())
+    assert hung_events == ["open"], "nothing is opened or closed while the read is stuck"
+    assert driver.events[:4] == ["open", "returned", "close", "open"]
+    opened = 0
+    for event in driver.events:
+        opened += {"open": 1, "close": -1}.get(event, 0)
+        assert opened in (0, 1), f"opened twice without a close: {driver.events}"
+
+
+def test_a_reading_the_sink_cannot_take_does_not_stop_the_sensor():
+    """Issue 9, defect 7 (the daemon's side: tests/test_plugins.py)."""
+    driver = Recorder(opts("odd", 0.01))
+    taken = []
+
+    def sink(reading):
+        if len(taken) % 2 == 0:
+            taken.append(None)
+            raise TypeError("Object of type bytes is not JSON serializable")
+        taken.append(reading)
+
+    runner = SensorRunner(driver, sink, lambda *a: None)
+
+    async def main():
+        task = asyncio.create_task(runner.run())
+        await until(lambda: len(taken) >= 10)
+        assert not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert runner.state == "ok" and runner.reads >= 10
