@@ -20,7 +20,7 @@ import time
 
 from gateway.buffer import Buffer
 from gateway.clock import Clock, corrected
-from gateway.reading import epoch_ms
+from gateway.sdk.reading import epoch_ms
 
 log = logging.getLogger(__name__)
 

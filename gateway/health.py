@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gateway.reading import format_time
+from gateway.sdk.reading import format_time
 
 log = logging.getLogger(__name__)
 

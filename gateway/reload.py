@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.config import Config
-from gateway.reading import format_time
+from gateway.sdk.reading import format_time
 from gateway.sensor_supervisor import SensorSupervisor, SensorUnit
 from gateway.uplink_supervisor import UplinkSupervisor, UplinkUnit
 

@@ -18,7 +18,8 @@ from gateway import registry
 from gateway.buffer import Buffer
 from gateway.ids import IdGenerator
 from gateway.pipeline import Pipeline
-from gateway.reading import Reading
+from gateway.sdk.devices import Devices
+from gateway.sdk.reading import Reading
 from gateway.scheduler import SensorRunner
 from gateway.supervisor import TaskSupervisor
 
@@ -40,8 +41,9 @@ def task_name(sensor_id: str) -> str:
 
 class SensorSupervisor:
     def __init__(self, gateway_id: str, buffer: Buffer, ids: IdGenerator, tasks: TaskSupervisor, *,
-                 clock_synced: Callable[[], bool], on_change: Callable[[], None]):
+                 devices: dict[str, Devices], clock_synced: Callable[[], bool], on_change: Callable[[], None]):
         self.gateway_id = gateway_id
+        self.devices = devices  # device sets handed in by name; others come from the registry
         self.buffer = buffer
         self.ids = ids
         self.tasks = tasks
@@ -57,7 +59,8 @@ class SensorSupervisor:
 
     def build(self, options, location) -> SensorUnit:
         """Driver, pipeline and runner for one sensor; raises if the driver cannot be made."""
-        driver = registry.load(options.driver)(options)
+        devices = self.devices.get(options.devices) or registry.devices(options.devices)
+        driver = registry.load(options.driver)(options, devices)
         pipeline = Pipeline(options, location, driver=type(driver), latest=self._latest.get)
         runner = SensorRunner(driver, self.accept, self._state_changed)
         return SensorUnit(options, runner, pipeline)

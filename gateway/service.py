@@ -32,6 +32,7 @@ from gateway.health import HealthView, Sources
 from gateway.ids import IdGenerator
 from gateway.metrics import MetricsServer
 from gateway.notify import Notifier
+from gateway.sdk.devices import Devices
 from gateway.reload import ReloadPlan, ReloadRefused, outcome
 from gateway.sensor_supervisor import SensorSupervisor
 from gateway.status import StatusServer, socket_path
@@ -57,8 +58,9 @@ def dump_tasks() -> None:
 
 class Gateway:
     def __init__(self, config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None,
-                 clock_poll: float = 5.0):
+                 devices: dict[str, Devices] | None = None, clock_poll: float = 5.0):
         self.config = config  # the config in effect: replaced only by a reload that fully applied
+        self._devices = devices or {}  # device sets handed in (tests, the simulated rig) by the `devices` name
         self._clock = clock or SystemClock(config.service.clock_check)
         self._clock_poll = clock_poll  # seconds between clock checks while untrusted
         self.notifier = notifier or Notifier()
@@ -87,7 +89,7 @@ class Gateway:
         ids = IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path))
         self.clock = ClockCorrector(self._clock, self.buffer, hold=cfg.service.clock_hold, stopping=self.stopping,
                                     poll=self._clock_poll)
-        self.sensors = SensorSupervisor(cfg.gateway.id, self.buffer, ids, self.tasks,
+        self.sensors = SensorSupervisor(cfg.gateway.id, self.buffer, ids, self.tasks, devices=self._devices,
                                         clock_synced=self.clock.is_synced, on_change=self._changed)
         self.uplinks = UplinkSupervisor(self.buffer, cfg.gateway.id, self.tasks, clock_gate=self.clock.gate,
                                         on_change=self._changed)

@@ -104,6 +104,15 @@ def test_probe_stops_at_the_first_device_error_with_exit_1(plugin, tmp_path):
     assert "sensor flaky-1 (demo_flaky): DeviceError: checksum mismatch in frame" in result.stderr
 
 
+def test_a_plugin_without_read_is_refused_at_load_with_its_name(plugin, tmp_path):
+    file = config(tmp_path, "  - id: noread-1\n    driver: demo_noread\n    interval: 1s\n")
+    result = gateway("check", "-c", str(file))
+    assert result.returncode == 2
+    line = result.stderr.splitlines()[0]
+    assert line.startswith(f"{file}:5: sensors[0].driver: ")
+    assert "demo_noread" in line and "does not implement read()" in line
+
+
 def test_a_reading_the_buffer_cannot_take_becomes_an_error_reading_and_the_sensor_reads_on(plugin, tmp_path):
     """Issue 9, defect 7: the sink runs inside the sensor's error handling."""
     from tests.daemon_helpers import Daemon, base_config, console_lines, status_json, wait_for, write_config
