@@ -5,12 +5,15 @@ they can never disagree.
 The view owns no state. The composition root (service.py) hands it callables
 that report what the supervisors own (`Sources`); anything that wants the
 daemon's state takes `snapshot` (and `on_change`) injected, never the Gateway.
-`changed()` is what the supervisors call on a sensor, uplink or task state
-change; `on_change` callbacks run then (on the event loop's thread).
+`changed()` is what the supervisors call on a sensor or task state change;
+`watch()` (a supervised task) also calls it every second, which catches
+what transports change on their own (connected, last_error). The callbacks run
+only when the state really differs from the last one they were told about.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -48,6 +51,7 @@ class HealthView:
         self.s = sources
         self.started = time.monotonic()
         self._callbacks: list[Callable[[], None]] = []
+        self._told: tuple | None = None  # the state the callbacks last heard of
 
     # --- change notification ---------------------------------------------------------------------
 
@@ -55,12 +59,27 @@ class HealthView:
         """`callback()` after any sensor, uplink or task state change."""
         self._callbacks.append(callback)
 
+    def _state(self) -> tuple:
+        sensors = tuple((sid, f["state"], f["detail"]) for sid, f in self.s.sensors().items())
+        uplinks = tuple((n, bool(f["connected"]), f["last_error"]) for n, f in self.s.uplinks().items())
+        tasks = tuple((n, f["state"]) for n, f in self.s.tasks().items())
+        return sensors, uplinks, tasks
+
     def changed(self) -> None:
+        state = self._state()
+        if state == self._told:
+            return
+        self._told = state
         for callback in list(self._callbacks):
             try:
                 callback()
             except Exception:  # a listener's bug must not break the supervisor that reported
                 log.exception("health change listener failed")
+
+    async def watch(self, every: float = 1.0) -> None:
+        while True:
+            self.changed()
+            await asyncio.sleep(every)
 
     # --- the views -------------------------------------------------------------------------------
 

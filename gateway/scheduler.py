@@ -50,7 +50,6 @@ class SensorRunner:
         self._busy: asyncio.Future | None = None
         self._opened = False
         self._backoff = Backoff(max(self.options.interval, 1.0), max(self.options.interval, 300.0))
-        self.last_reading_at: float | None = None  # wall time of the last reading (health view)
 
     @property
     def interval(self) -> float:
@@ -123,7 +122,6 @@ class SensorRunner:
         for reading in readings:
             self.reads += 1
             self.last_reading = reading
-            self.last_reading_at = reading.observed_at
             try:
                 self.sink(reading)
             except Exception:  # the sink logs and counts what it refuses; this sensor reads on
@@ -149,8 +147,7 @@ class SensorRunner:
     def facts(self) -> dict:
         """What the health view shows of this sensor."""
         return {"driver": self.driver.name, "state": self.state, "detail": self.detail, "failures": self.failures,
-                "reads": self.reads, "read_errors": self.read_errors, "last_reading": self.last_reading,
-                "last_reading_at": self.last_reading_at, "quiet_s": time.monotonic() - self.last_attempt,
+                "reads": self.reads, "read_errors": self.read_errors, "quiet_s": time.monotonic() - self.last_attempt,
                 "stall_limit": self.stall_limit}
 
     async def close(self) -> None:

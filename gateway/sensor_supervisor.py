@@ -50,7 +50,7 @@ class SensorSupervisor:
         self.clock_synced = clock_synced
         self.on_change = on_change
         self._units: dict[str, SensorUnit] = {}
-        self._latest: dict[str, Reading] = {}  # per sensor, as published: the pipeline's `temperature_from`
+        self._latest: dict[str, Reading] = {}  # per sensor, the last reading the buffer took
         self._error_readings: dict[str, int] = {}
         self.readings_total = 0
         self.refused_total = 0
@@ -98,13 +98,13 @@ class SensorSupervisor:
         if unit is None:
             return  # from a sensor stopped by a reload while its read was under way
         reading = unit.pipeline.process(reading)
-        self._latest[reading.sensor] = reading
         unit.runner.interval_override = unit.pipeline.interval_override  # a river in alert is read more often
         reading.gateway = self.gateway_id
         reading.id = self.ids.next(reading.sensor)
         if not self.clock_synced():
             reading.clock_synced = False  # corrected in the buffer once the clock is trusted
         self.buffer.append(reading)
+        self._latest[reading.sensor] = reading  # as published: status, and the pipelines' `temperature_from`
         if reading.quality == "error":
             self._error_readings[reading.sensor] = self._error_readings.get(reading.sensor, 0) + 1
         self.readings_total += 1
@@ -124,8 +124,12 @@ class SensorSupervisor:
     # --- what the health view reads --------------------------------------------------------------
 
     def facts(self) -> dict[str, dict]:
-        return {sid: {**u.runner.facts(), "error_readings": self._error_readings.get(sid, 0)}
-                for sid, u in self._units.items()}
+        out = {}
+        for sid, u in self._units.items():
+            last = self._latest.get(sid)
+            out[sid] = {**u.runner.facts(), "error_readings": self._error_readings.get(sid, 0), "last_reading": last,
+                        "last_reading_at": None if last is None else last.observed_at}
+        return out
 
     def runner(self, sensor_id: str) -> SensorRunner | None:
         """A sensor's runner (diagnostics and tests)."""

@@ -102,13 +102,27 @@ class Gateway:
 
     def _start_parts(self) -> None:
         cfg = self.config
+        # One part that cannot be set up (a secret file gone since the check) must not stop the others:
+        # said once, loudly; an uplink's readings stay buffered for it.
         for u in cfg.uplinks:
-            self.uplinks.add(self.uplinks.build(u, cfg))  # its task starts the transport, retrying on failure
+            try:
+                unit = self.uplinks.build(u, cfg)
+            except Exception as exc:
+                log.error("uplink %s cannot be set up (%s: %s); its readings stay buffered", u.name,
+                          type(exc).__name__, exc)
+                continue
+            self.uplinks.add(unit)  # its task starts the transport, retrying on failure
         for options in cfg.sensors:
-            self.sensors.add(self.sensors.build(options, cfg.location_of(options)))
+            try:
+                unit = self.sensors.build(options, cfg.location_of(options))
+            except Exception as exc:
+                log.error("sensor %s cannot be set up (%s: %s)", options.id, type(exc).__name__, exc)
+                continue
+            self.sensors.add(unit)
         self.tasks.spawn("commit", self._commit_loop)
         self.tasks.spawn("clock", self.clock.watch)
         self.tasks.spawn("watchdog", self._watchdog_loop)
+        self.tasks.spawn("health", self.health.watch)
 
     def health_problems(self) -> list[str]:
         return self.health.problems()
@@ -149,7 +163,7 @@ class Gateway:
         await self.sensors.stop_all()
         self.buffer.commit()
         await self.uplinks.drain(self.config.gateway.shutdown_timeout)
-        await self.tasks.stop_all(["commit", "clock", "watchdog"])
+        await self.tasks.stop_all(["commit", "clock", "watchdog", "health"])
         await self.uplinks.stop_all()
         await self.status_server.stop()
         if self.metrics_server is not None:

@@ -62,7 +62,7 @@ class StatusServer:
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            writer.write(json.dumps(self.snapshot(), ensure_ascii=False).encode() + b"\n")
+            writer.write(json.dumps(self.snapshot(), ensure_ascii=False, default=repr).encode() + b"\n")
             await writer.drain()
         except Exception as exc:
             log.warning("status request failed: %s", exc)
@@ -134,7 +134,13 @@ def print_table(data: dict, out=sys.stdout) -> None:
     print(f"\n{'uplink':<18} {'connected':<9} {'pending':>8} {'oldest':>8} {'dead':>5}", file=out)
     for name, u in data["uplinks"].items():
         conn = "yes" if u["connected"] else "NO"
-        print(f"{name:<18} {conn:<9} {u['pending']:>8} {_fmt_age(u['oldest_pending_age_s']):>8} {u['dead_letters']:>5}",
-              file=out)
+        why = f"  ({u['last_error']})" if u.get("last_error") else ""
+        print(f"{name:<18} {conn:<9} {u['pending']:>8} {_fmt_age(u['oldest_pending_age_s']):>8} {u['dead_letters']:>5}"
+              f"{why}", file=out)
     b = data["buffer"]
     print(f"\nbuffer {b['path']}: {b['readings']} readings, {b['evictions']} evicted", file=out)
+    reload = data.get("reload")
+    if reload and reload["result"] == "refused":
+        print(f"\nlast reload REFUSED ({reload['at']}): {reload['reason']}; the running config stays", file=out)
+        for problem in reload["errors"]:
+            print(f"  {problem}", file=out)

@@ -9,7 +9,8 @@ import sqlite3
 
 import pytest
 
-from tests.daemon_helpers import Daemon, base_config, console_lines, free_port, status_json, wait_for, write_config
+from tests.daemon_helpers import (Daemon, base_config, console_lines, free_port, gateway_cli, status_json, wait_for,
+                                  write_config)
 
 
 def _buffered_ids(db) -> set[str]:
@@ -106,6 +107,8 @@ def test_a_reload_that_cannot_start_a_new_uplink_is_refused_and_the_old_set_keep
         wait_for(lambda: len(console_lines(out1)) > count + 3, what="the old uplink still delivering")
         assert console_lines(out2) == [], "nothing of the refused config delivered"
         assert "reload refused: uplink archive cannot start" in d.logs()
+        table = gateway_cli("status", "-c", str(cfg)).stdout
+        assert "last reload REFUSED" in table and "uplink archive cannot start" in table, table
 
         doc["uplinks"] = doc["uplinks"][:1]  # the technician drops the broken uplink
         write_config(cfg, doc)

@@ -100,3 +100,52 @@ def test_status_and_metrics_read_the_health_view_without_importing_the_daemon():
             "assert 'gateway.service' not in sys.modules, sorted(m for m in sys.modules if m.startswith('gateway'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_client_key_that_stops_matching_is_the_uplinks_last_error_and_is_retried(tmp_path):
+    """Issue 9, defect 2, on a real Mosquitto wanting client certificates: the key
+    is replaced by one that does not match (a renewal gone wrong) and the broker
+    restarts. The uplink shows why it cannot connect and keeps trying; once the
+    key is right again everything buffered meanwhile is delivered."""
+    from tests.daemon_helpers import Daemon, base_config, status_json, write_config
+    from tests.helpers import Mosquitto, Subscriber, free_port, make_pki, wait_for
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    subprocess.run(["openssl", "genrsa", "-out", "other.key", "2048"], cwd=pki, check=True, capture_output=True)
+    key = tmp_path / "client.key"
+    key.write_bytes((pki / "client.key").read_bytes())
+    broker = Mosquitto(tmp_path / "mq", head="per_listener_settings true\n")
+    tls_port = free_port()
+    broker.extra = (f"listener {tls_port} 127.0.0.1\ncafile {pki}/ca.pem\ncertfile {pki}/server.pem\n"
+                    f"keyfile {pki}/server.key\nrequire_certificate true\nallow_anonymous true\n")
+    broker.start()
+    uplink = {"name": "city", "type": "mqtt", "url": f"mqtts://127.0.0.1:{tls_port}", "ca_file": str(pki / "ca.pem"),
+              "cert_file": str(pki / "client.pem"), "key_file": str(key), "reconnect_max": "2s"}
+    cfg = write_config(tmp_path / "gw.yaml", base_config(
+        tmp_path, sensors=[{"id": "river-1", "driver": "sim_river", "interval": "100ms"}], uplinks=[uplink]))
+    d = Daemon(cfg)
+    sub = None
+    try:
+        sub = Subscriber(broker.port)
+        wait_for(lambda: len(sub.readings()) >= 3, what="readings over mutual TLS")
+        key.write_bytes((pki / "other.key").read_bytes())
+        broker.stop()
+        broker.start()
+        s = wait_for(lambda: (s := status_json(cfg)) and "not the key of the certificate"
+                     in (s["uplinks"]["city"]["last_error"] or "") and s, what="the reason in the status")
+        assert s["uplinks"]["city"]["connected"] is False and d.proc.poll() is None
+        assert s["healthy"], "an uplink that cannot connect is shown, not a reason to restart the daemon"
+        attempts = d.logs().count("not the key of the certificate")
+        wait_for(lambda: d.logs().count("not the key of the certificate") > attempts, what="another attempt")
+        key.write_bytes((pki / "client.key").read_bytes())  # the technician puts the right key back
+        wait_for(lambda: (s := status_json(cfg)) and s["uplinks"]["city"]["connected"]
+                 and s["uplinks"]["city"]["last_error"] is None, what="connected again")
+        wait_for(lambda: status_json(cfg)["uplinks"]["city"]["pending"] == 0, what="the backlog delivered")
+        assert d.stop() == 0
+    finally:
+        if sub is not None:
+            sub.stop()
+        d.kill()
+        broker.stop()
