@@ -48,6 +48,7 @@ class SensorRunner:
         self.interval_override: float | None = None  # e.g. a river's fast interval while in alert
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sensor-{self.id}")
         self._busy: asyncio.Future | None = None
+        self._closing: asyncio.Future | None = None
         self._opened = False
         self._backoff = Backoff(max(self.options.interval, 1.0), max(self.options.interval, 300.0))
 
@@ -133,8 +134,10 @@ class SensorRunner:
         """Close the device. One device thread: behind a hung call the close waits
         its turn, and the next open waits for the close (see `read_once`'s busy check)."""
         self._opened = False
+        if self._closing is not None and not self._closing.done():
+            return  # a close is already queued behind the stuck call
         stuck = self._stuck
-        self._busy = asyncio.get_running_loop().run_in_executor(self._executor, self._close_quietly)
+        self._busy = self._closing = asyncio.get_running_loop().run_in_executor(self._executor, self._close_quietly)
         if not stuck:
             await asyncio.shield(self._busy)
 
@@ -160,3 +163,13 @@ class SensorRunner:
     @property
     def _stuck(self) -> bool:
         return self._busy is not None and not self._busy.done()
+
+    def device_released(self) -> asyncio.Future | None:
+        """After close(): the pending close behind a stuck call, or None if the device is free."""
+        return self._busy if self._stuck else None
+
+    def open_after(self, released: asyncio.Future | None) -> None:
+        """A successor on the same device (a reload) opens it only once `released`
+        is done: until then it reports "hung", like a stuck call of its own."""
+        if released is not None and not released.done():
+            self._busy = released

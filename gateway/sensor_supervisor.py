@@ -52,6 +52,7 @@ class SensorSupervisor:
         self._units: dict[str, SensorUnit] = {}
         self._latest: dict[str, Reading] = {}  # per sensor, the last reading the buffer took
         self._error_readings: dict[str, int] = {}
+        self._releasing: dict[str, object] = {}  # sensor id -> its removed runner's pending close (reload)
         self.readings_total = 0
         self.refused_total = 0
 
@@ -67,6 +68,7 @@ class SensorSupervisor:
 
     def add(self, unit: SensorUnit) -> None:
         sid = unit.options.id
+        unit.runner.open_after(self._releasing.pop(sid, None))  # a changed sensor: same device, one at a time
         self._units[sid] = unit
         self.tasks.spawn(task_name(sid), unit.runner.run, label=f"sensor {sid}")
 
@@ -75,6 +77,9 @@ class SensorSupervisor:
         unit = self._units.pop(sensor_id, None)
         if unit is not None:
             await unit.runner.close()
+            released = unit.runner.device_released()
+            if released is not None:
+                self._releasing[sensor_id] = released
 
     async def stop_all(self) -> None:
         for sid in list(self._units):

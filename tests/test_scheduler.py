@@ -190,3 +190,52 @@ def test_a_reading_the_sink_cannot_take_does_not_stop_the_sensor():
 
     asyncio.run(main())
     assert runner.state == "ok" and runner.reads >= 10
+
+
+def test_a_sensor_changed_by_a_reload_opens_its_device_only_after_the_stuck_predecessor_closed(tmp_path):
+    """Issue 9, defects 4 and 5 together: the successor of a runner stuck in a read waits for its close."""
+    from gateway.buffer import Buffer
+    from gateway.ids import IdGenerator
+    from gateway.pipeline import Pipeline
+    from gateway.sensor_supervisor import SensorSupervisor, SensorUnit
+    from gateway.supervisor import TaskSupervisor
+
+    events: list[str] = []
+
+    class Shared(HungOnce):  # both runners' drivers stand for the same serial port
+        def __init__(self, options, tag):
+            super().__init__(options)
+            self.events, self.tag = events, tag
+
+        def open(self):
+            events.append(f"open {self.tag}")
+
+        def close(self):
+            events.append(f"close {self.tag}")
+
+    buffer = Buffer(tmp_path / "buffer.db", [], gateway="gw")
+
+    def unit(driver, sup):
+        return SensorUnit(driver.options, SensorRunner(driver, sup.accept, lambda *a: None),
+                          Pipeline(driver.options, None))
+
+    async def main():
+        tasks = TaskSupervisor()
+        sup = SensorSupervisor("gw", buffer, IdGenerator("gw", tmp_path / "ids"), tasks, devices={},
+                               clock_synced=lambda: True, on_change=lambda: None)
+        old = Shared(opts("river-1", 0.02, timeout=0.1), "old")
+        sup.add(unit(old, sup))
+        await until(lambda: sup.facts()["river-1"]["state"] == "hung")
+        await sup.remove("river-1")  # the reload's swap: the old read is still stuck
+        new = Shared(opts("river-1", 0.02, timeout=0.1), "new")
+        new.calls = 1  # its reads answer
+        sup.add(unit(new, sup))
+        await until(lambda: sup.facts()["river-1"]["state"] == "hung")
+        assert events == ["open old"], "the successor waits while the device is still held"
+        old.release.set()
+        await until(lambda: sup.facts()["river-1"]["reads"] >= 2)
+        await sup.stop_all()
+
+    asyncio.run(main())
+    assert events[:4] == ["open old", "returned", "close old", "open new"], events
+    buffer.close()
