@@ -87,16 +87,16 @@ class Gateway:
                              max_readings=cfg.storage.max_readings,
                              durability=cfg.storage.durability, commit_rows=cfg.storage.commit_rows)
         ids = IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path))
-        self.clock = ClockCorrector(self._clock, self.buffer, hold=cfg.service.clock_hold, stopping=self.stopping,
+        self.corrector = ClockCorrector(self._clock, self.buffer, hold=cfg.service.clock_hold, stopping=self.stopping,
                                     poll=self._clock_poll)
         self.sensors = SensorSupervisor(cfg.gateway.id, self.buffer, ids, self.tasks, devices=self._devices,
-                                        clock_synced=self.clock.is_synced, on_change=self._changed)
-        self.uplinks = UplinkSupervisor(self.buffer, cfg.gateway.id, self.tasks, clock_gate=self.clock.gate,
+                                        clock_synced=self.corrector.is_synced, on_change=self._changed)
+        self.uplinks = UplinkSupervisor(self.buffer, cfg.gateway.id, self.tasks, clock_gate=self.corrector.gate,
                                         on_change=self._changed)
         self.health = HealthView(Sources(
             gateway_id=cfg.gateway.id, sensors=self.sensors.facts, uplinks=self.uplinks.facts,
             tasks=self.tasks.facts, task_problems=self.tasks.problems, buffer=self.buffer,
-            clock_synced=self.clock.is_synced, reload=lambda: self.last_reload,
+            clock_synced=self.corrector.is_synced, reload=lambda: self.last_reload,
             commit_age=lambda: time.monotonic() - self._last_commit, commit_interval=cfg.storage.commit_interval,
             stopping=self.stopping.is_set))
 
@@ -120,7 +120,7 @@ class Gateway:
                 continue
             self.sensors.add(unit)
         self.tasks.spawn("commit", self._commit_loop)
-        self.tasks.spawn("clock", self.clock.watch)
+        self.tasks.spawn("clock", self.corrector.watch)
         self.tasks.spawn("watchdog", self._watchdog_loop)
         self.tasks.spawn("health", self.health.watch)
 

@@ -69,3 +69,14 @@ def test_the_context_trusts_the_system_store_unless_a_ca_file_is_given(pki):
     with pytest.raises(TlsError) as err:
         client_context(None, pki / "client.pem", pki / "other.key")
     assert err.value.key == "key_file"
+
+
+def test_an_ngsi_ld_ca_file_is_checked_the_same_way(tmp_path, pki):
+    file = tmp_path / "gw.yaml"
+    file.write_text(f"gateway: {{id: tls-gw}}\nstorage: {{path: {tmp_path}/buffer.db}}\nuplinks:\n"
+                    f"  - name: orion\n    type: ngsi-ld\n    url: https://127.0.0.1:1026\n"
+                    f"    ca_file: {pki / 'notes.txt'}\n")
+    result = gateway_cli("check", "-c", str(file))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"{file}:7: uplinks[0].ca_file: {pki / 'notes.txt'} holds no usable CA"), \
+        result.stderr
