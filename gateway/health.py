@@ -160,7 +160,8 @@ class HealthView:
         ok = sum(1 for f in sensors.values() if f["state"] == "ok")
         parts = [f"{len(sensors)} sensors ({ok} reading)"]
         for name, f in self.s.uplinks().items():
-            parts.append(f"{name} {'up' if f['connected'] else 'DOWN'}, {self.s.buffer.backlog(name)['pending']} pending")
+            pending = self.s.buffer.backlog(name)["pending"]
+            parts.append(f"{name} {'up' if f['connected'] else 'DOWN'}, {pending} pending")
         if not self.s.clock_synced():
             parts.append("clock NOT synced")
         reload = self.s.reload()

@@ -110,6 +110,6 @@ class ReloadPlan:
             for unit in built_u:
                 await uplinks.discard(unit)
             for unit in built_s:
-                await unit.runner.close()
+                await sensors.discard(unit)
             raise ReloadRefused(f"{what} cannot start: {type(exc).__name__}: {exc}") from exc
         return built_u, built_s

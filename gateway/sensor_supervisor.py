@@ -81,6 +81,11 @@ class SensorSupervisor:
             if released is not None:
                 self._releasing[sensor_id] = released
 
+    @staticmethod
+    async def discard(unit: SensorUnit) -> None:
+        """A built unit that will not run (its reload was refused): let its device thread go."""
+        await unit.runner.close()
+
     async def stop_all(self) -> None:
         for sid in list(self._units):
             await self.remove(sid)

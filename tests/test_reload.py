@@ -116,8 +116,8 @@ def test_a_reload_that_cannot_start_a_new_uplink_is_refused_and_the_old_set_keep
         wait_for(lambda: (s := status_json(cfg)) and s["reload"]["result"] == "applied"
                  and set(s["sensors"]) == {"river-1", "snow-1"}, what="the second reload applied")
         wait_for(lambda: any(r["sensor"] == "snow-1" for r in console_lines(out2)), what="the new file in use")
-        wait_for(lambda: _buffered_ids(tmp_path / "buffer.db")
-                 <= {r["id"] for r in console_lines(out1) + console_lines(out2)}, what="nothing lost across the reloads")
+        delivered = lambda: {r["id"] for r in console_lines(out1) + console_lines(out2)}  # noqa: E731
+        wait_for(lambda: _buffered_ids(tmp_path / "buffer.db") <= delivered(), what="nothing lost across the reloads")
 
         cfg.write_text(cfg.read_text().replace("driver: sim_snow", "driver: sim_snow\n  colour: red"))
         d.signal(signal.SIGHUP)
