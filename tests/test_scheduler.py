@@ -222,8 +222,7 @@ def test_a_sensor_changed_by_a_reload_opens_its_device_only_after_the_stuck_pred
     async def main():
         tasks = TaskSupervisor()
         sup = SensorSupervisor("gw", buffer, IdStamper(IdGenerator("gw", tmp_path / "ids"), buffer.append), tasks,
-                               devices={},
-                               clock_synced=lambda: True, on_change=lambda: None)
+                               devices={}, clock_synced=lambda: True, on_change=lambda: None)
         old = Shared(opts("river-1", 0.02, timeout=0.1), "old")
         sup.add(unit(old, sup))
         await until(lambda: sup.facts()["river-1"]["state"] == "hung")
