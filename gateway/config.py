@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from drivers.base import SensorOptions
 from gateway import registry, yamlsource
-from gateway.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict
+from gateway.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict, read_regular
 from gateway.yamlsource import Problem
 
 DEFAULT_CONFIG = Path("/etc/city-edge-gateway/gateway.yaml")
@@ -429,12 +429,19 @@ def _cross_checks(config: Config, out: _Collector) -> None:
             out.add(("sensors", i, "temperature_from"), f"must name a bme280 sensor ({found})")
 
 
-def load_config(path: str | Path) -> Config:
+def read_config_text(path: str | Path) -> str:
+    """The config file's text, bounded: a regular file of at most
+    yamlsource.MAX_BYTES (a FIFO, /dev/zero or a 50 MB file is one problem)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(str(path), 0, "(file)", f"cannot read config: {exc.strerror or exc}")]) from None
+        data = read_regular(path, yamlsource.MAX_BYTES)
+    except ValueError as exc:
+        raise ConfigError([Problem(str(path), 0, "(file)", f"cannot read config: {exc}")]) from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([Problem(str(path), 0, "(file)", "config is not UTF-8 text")]) from None
-    return parse_config(text, str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    return parse_config(read_config_text(path), str(path))
