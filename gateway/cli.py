@@ -165,6 +165,10 @@ def cmd_drivers(args) -> int:
 
 def cmd_status(args) -> int:
     from gateway import status
+    if os.path.exists(args.config) and not os.access(args.config, os.R_OK):  # 0640 root:gateway on a Pi
+        print(f"no permission to read {args.config}: run as root or as a member of the gateway's group",
+              file=sys.stderr)
+        return 1
     try:
         path = status.socket_path(_load(args.config))
     except ConfigError:

@@ -14,7 +14,7 @@ import os
 import stat
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +41,16 @@ INBOX_MAX = 100_000  # advertisements held between two reads; beyond, the oldest
 MAKE_SALT = "head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE"
 
 
+def _trivially_weak(salt: bytes) -> bool:
+    """aaaa…, abcabc…, hunter2hunter2…, abcdef…, 0123…: few symbols, a period, or mostly one step."""
+    if len(set(salt)) < MIN_SALT_SYMBOLS:
+        return True
+    if any(salt == (salt[:p] * (len(salt) // p + 1))[:len(salt)] for p in range(1, len(salt) // 2 + 1)):
+        return True
+    steps = Counter(b - a for a, b in zip(salt, salt[1:]))
+    return steps.most_common(1)[0][1] > 0.75 * (len(salt) - 1)
+
+
 def read_salt(path: Path) -> bytes:
     """The HMAC key: the file's bytes without surrounding whitespace (a text
     salt's newline), so a base64 text salt and a binary one both work. Never logged.
@@ -51,8 +61,7 @@ def read_salt(path: Path) -> bytes:
     salt = read_regular(path, FILE_MAX, "salt_file").strip()
     if len(salt) < MIN_SALT_BYTES:
         raise ValueError(f"salt_file {path} holds fewer than {MIN_SALT_BYTES} bytes; make one with: {MAKE_SALT}")
-    steps = {b - a for a, b in zip(salt, salt[1:])}
-    if len(set(salt)) < MIN_SALT_SYMBOLS or len(steps) <= 2:  # aaaa…, abab…, 0123…
+    if _trivially_weak(salt):
         raise ValueError(f"salt_file {path} is trivially weak (a repeated or counting pattern); "
                          f"make one with: {MAKE_SALT}")
     if os.stat(path).st_mode & stat.S_IROTH:
