@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from drivers.base import SensorOptions
+from gateway.sdk.driver import SensorOptions
 from gateway import registry, yamlsource
-from gateway.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict, read_regular
+from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict, read_regular
 from gateway.yamlsource import Problem
 
 DEFAULT_CONFIG = Path("/etc/city-edge-gateway/gateway.yaml")
@@ -475,12 +475,30 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     return config
 
 
+def _tls_checks(config: Config, out: _Collector) -> None:
+    """TLS material loaded exactly as the uplinks will load it at run time."""
+    from gateway import tls
+    for i, u in enumerate(config.uplinks):
+        files = {k: getattr(u, k, None) for k in ("ca_file", "cert_file", "key_file")}
+        if not any(files.values()):
+            continue
+        try:
+            tls.client_context(**files)
+        except tls.TlsError as exc:
+            out.add(("uplinks", i, exc.key), str(exc))
+
+
 def _cross_checks(config: Config, out: _Collector) -> None:
+    _tls_checks(config, out)
     if any(isinstance(u, NgsiLdUplinkConfig) for u in config.uplinks):
         for i, s in enumerate(config.sensors):
             if config.location_of(s) is None:
                 out.add(("sensors", i, "location"), "an ngsi-ld uplink needs a location for every sensor: "
                         "give this sensor a location or set gateway.location")
+    sets = registry.device_sets()
+    for i, s in enumerate(config.sensors):
+        if s.devices not in sets:
+            out.add(("sensors", i, "devices"), f"unknown device set {s.devices!r}; installed: {', '.join(sets)}")
     # temperature_from: the speed-of-sound correction takes air_temperature from a bme280 sensor.
     drivers = {s.id: s.driver for s in config.sensors}
     for i, s in enumerate(config.sensors):

@@ -16,8 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from drivers.base import AlertLevels, DistanceOptions, Driver, SensorOptions
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import AlertLevels, DistanceOptions, Driver, SensorOptions
+from gateway.sdk.reading import Reading, Value
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,10 @@ def rise_rate(history: list[tuple[float, float]]) -> float | None:
     if len(history) < 2 or history[-1][0] == history[0][0]:
         return None
     times, levels = zip(*history)
-    return statistics.linear_regression(times, levels).slope * HOUR
+    try:
+        return statistics.linear_regression(times, levels).slope * HOUR
+    except statistics.StatisticsError:  # times too close for a fit (their variance underflows to 0)
+        return None
 
 
 def window_sum(events: deque[tuple[float, float]], now: float, span: float) -> float:

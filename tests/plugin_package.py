@@ -24,8 +24,8 @@ import itertools
 
 from pydantic import Field
 
-from drivers.base import DeviceError, Driver, SensorOptions
-from gateway.reading import Value
+from gateway.sdk.driver import DeviceError, Driver, SensorOptions
+from gateway.sdk.reading import Value
 
 
 class CounterOptions(SensorOptions):
@@ -52,6 +52,23 @@ class Unplugged(Driver):
     def open(self):
         raise DeviceError("no answer on /dev/ttyDEMO0")
 
+    def read(self, timeout):
+        raise DeviceError("never reached: open() fails")
+
+
+class NoRead(Driver):
+    summary = "forgot to implement read() (plugin demo)"
+
+
+class Raw(Counter):
+    summary = "every third reading carries raw bytes that JSON cannot hold (plugin demo)"
+
+    def read(self, timeout):
+        (reading,) = super().read(timeout)
+        if int(reading.values["count"].value) % 3 == 1:
+            reading.values["frame"] = Value(b"\\x01\\x02")  # a plugin author forgot to decode the frame
+        return [reading]
+
 
 class Flaky(Counter):
     summary = "answers once, then fails (plugin demo)"
@@ -68,6 +85,8 @@ ENTRY_POINTS = """\
 demo_counter = ceg_demo_plugin:Counter
 demo_unplugged = ceg_demo_plugin:Unplugged
 demo_flaky = ceg_demo_plugin:Flaky
+demo_raw = ceg_demo_plugin:Raw
+demo_noread = ceg_demo_plugin:NoRead
 demo_broken = ceg_demo_plugin_gone:Driver
 """
 

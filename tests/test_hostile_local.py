@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from drivers.base import DeviceError
+from gateway.sdk import DeviceError
 from drivers.ble_beacon import BleBeacon, BleBeaconOptions
 from drivers.ble_beacon import scan as ble_scan
 from drivers.ble_beacon.scanners import ReplayScanner
