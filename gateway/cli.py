@@ -184,11 +184,17 @@ def cmd_drivers(args) -> int:
 
 def cmd_status(args) -> int:
     from gateway import status
+    if os.path.exists(args.config) and not os.access(args.config, os.R_OK):  # 0640 root:gateway on a Pi
+        print(f"no permission to read {args.config}: run as root or as a member of the gateway's group",
+              file=sys.stderr)
+        return 1
     try:
         path = status.socket_path(_load(args.config))
     except ConfigError:
         path = status.socket_path_lenient(args.config)
         print(f"note: {args.config} does not validate (`gateway check`); asking the daemon at {path}", file=sys.stderr)
+    except PermissionError:  # a user outside the group may not see every path the config names
+        path = status.socket_path_lenient(args.config)
     try:
         data = status.query(path)
     except status.StatusUnavailable as exc:
@@ -255,5 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         print(f"config {args.config} is invalid; `gateway check -c {args.config}` lists the problems", file=sys.stderr)
         return 2
+    except PermissionError as exc:  # a user outside the gateway's group: a sentence, not a traceback
+        where = f" for {exc.filename}" if exc.filename else ""
+        print(f"gateway {args.command}: no permission{where}: run as root or as a member of the gateway's group",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

@@ -9,16 +9,17 @@ sensor's own key.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from gateway.sdk.driver import SensorOptions
 from gateway import registry, yamlsource
-from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict
+from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict, read_regular
 from gateway.storagepath import storage_path_problems
 from gateway.yamlsource import Problem
 
@@ -98,9 +99,34 @@ class ConsoleUplinkConfig(UplinkBase):
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
-        if v != "-" and Path(v).is_dir():
+        if v == "-":
+            return v
+        if "\0" in v:
+            raise ValueError("a file path cannot contain a NUL character")
+        path = Path(v)
+        if path.is_dir():
             raise ValueError(f"{v} is a directory; write \"-\" for stdout or a file name")
+        if not path.parent.is_dir():
+            raise ValueError(f"directory {path.parent} does not exist; create it or write \"-\" for stdout")
         return v
+
+
+# MQTT's own limits (MQTT 3.1.1 §1.5.3, §3.1.2.10; MQTT 5 §3.1.2.11.2): a string is at
+# most 65,535 bytes of UTF-8 without U+0000, keep alive a 16-bit count of seconds, the
+# session expiry interval a 32-bit one. Past them the client cannot even connect.
+MQTT_STRING_MAX = 65_535
+MQTT_KEEPALIVE_MAX = 65_535
+MQTT_SESSION_EXPIRY_MAX = 2**32 - 1
+# The longest a placeholder can be: ids and names are at most 64 characters.
+_LONGEST = {key: "x" * 64 for key in ("gateway", "sensor", "kind", "device")}
+
+
+def _mqtt_string(v: str, what: str) -> str:
+    if "\0" in v:
+        raise ValueError(f"an MQTT {what} cannot contain a NUL character (MQTT strings exclude U+0000)")
+    if len(v.encode("utf-8")) > MQTT_STRING_MAX:
+        raise ValueError(f"an MQTT {what} is at most {MQTT_STRING_MAX} bytes of UTF-8 (MQTT's string limit)")
+    return v
 
 
 class MqttUplinkConfig(UplinkBase):
@@ -143,6 +169,29 @@ class MqttUplinkConfig(UplinkBase):
             raise ValueError(f"topic placeholders are {{gateway}}, {{sensor}}, {{kind}}, {{device}} (bad: {exc})") from None
         if "#" in v or "+" in v:
             raise ValueError("a publish topic cannot contain the wildcards # or +")
+        _mqtt_string(v, "topic")
+        if len(v.format(**_LONGEST).encode("utf-8")) > MQTT_STRING_MAX:
+            raise ValueError(f"an MQTT topic is at most {MQTT_STRING_MAX} bytes of UTF-8 (MQTT's string limit), "
+                             "with its placeholders filled in")
+        return v
+
+    @field_validator("client_id", "username", "apikey")
+    @classmethod
+    def _strings(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return v if v is None else _mqtt_string(v, info.field_name.replace("_", " "))
+
+    @field_validator("keepalive")
+    @classmethod
+    def _keepalive(cls, v: float) -> float:
+        if not 1 <= v <= MQTT_KEEPALIVE_MAX:
+            raise ValueError(f"MQTT's keep alive is 1s to {MQTT_KEEPALIVE_MAX}s (a 16-bit count of seconds)")
+        return v
+
+    @field_validator("session_expiry")
+    @classmethod
+    def _session_expiry(cls, v: float) -> float:
+        if v > MQTT_SESSION_EXPIRY_MAX:
+            raise ValueError(f"MQTT 5's session expiry is at most {MQTT_SESSION_EXPIRY_MAX}s (a 32-bit count of seconds)")
         return v
 
     @model_validator(mode="after")
@@ -165,6 +214,9 @@ class MqttUplinkConfig(UplinkBase):
         return self.url.startswith("mqtts://")
 
 
+_TENANT = re.compile(r"[A-Za-z0-9_-]{1,50}", re.ASCII)
+
+
 class NgsiLdUplinkConfig(UplinkBase):
     type: Literal["ngsi-ld"]
     url: str
@@ -182,6 +234,14 @@ class NgsiLdUplinkConfig(UplinkBase):
     @classmethod
     def _url(cls, v: str) -> str:
         return _check_url(v, ("http", "https"))
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, v: str | None) -> str | None:
+        # An HTTP header value, and a database name at the broker (Orion keeps one per tenant).
+        if v is not None and not _TENANT.fullmatch(v):
+            raise ValueError(f"a tenant is 1 to 50 ASCII letters, digits, '_' or '-' (got {v[:60]!r})")
+        return v
 
 
 UPLINK_TYPES: dict[str, type[UplinkBase]] = {
@@ -255,6 +315,7 @@ _PLAIN = {
     "int_from_float": "must be a whole number",
     "float_type": "must be a number",
     "float_parsing": "must be a number",
+    "finite_number": "must be a finite number, at most about 1.8e308 (not .inf or .nan)",
     "bool_type": "must be true or false",
     "bool_parsing": "must be true or false",
     "string_type": "must be text (put it in quotes)",
@@ -450,12 +511,19 @@ def _cross_checks(config: Config, out: _Collector) -> None:
             out.add(("sensors", i, "temperature_from"), f"must name a bme280 sensor ({found})")
 
 
-def load_config(path: str | Path) -> Config:
+def read_config_text(path: str | Path) -> str:
+    """The config file's text, bounded: a regular file of at most
+    yamlsource.MAX_BYTES (a FIFO, /dev/zero or a 50 MB file is one problem)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(str(path), 0, "(file)", f"cannot read config: {exc.strerror or exc}")]) from None
+        data = read_regular(path, yamlsource.MAX_BYTES)
+    except ValueError as exc:
+        raise ConfigError([Problem(str(path), 0, "(file)", f"cannot read config: {exc}")]) from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([Problem(str(path), 0, "(file)", "config is not UTF-8 text")]) from None
-    return parse_config(text, str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    return parse_config(read_config_text(path), str(path))

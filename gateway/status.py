@@ -28,11 +28,11 @@ def socket_path(config) -> Path:
 def socket_path_lenient(config_file: str) -> Path:
     """The socket path from a config that may not validate (a typo after which
     the reload was rejected must not hide the running daemon's status)."""
-    import yaml
-    from gateway.config import StorageSection
-    try:
-        doc = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    from gateway import yamlsource
+    from gateway.config import ConfigError, StorageSection, read_config_text
+    try:  # the bounded loader: a YAML bomb in the config must not hang `gateway status`
+        doc = yamlsource.load(read_config_text(config_file), config_file)[0] or {}
+    except ConfigError:
         doc = {}
     service = doc.get("service") if isinstance(doc, dict) else None
     storage = doc.get("storage") if isinstance(doc, dict) else None

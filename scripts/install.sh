@@ -156,6 +156,9 @@ do_install() {
     install -m 0755 "$SOURCE/systemd/import-boot-config" "$OPT/import-boot-config"
     install -d -m 0750 "$ETC" "$STATE"; owned "root:$NAME" "$ETC"; owned "$NAME:$NAME" "$STATE"
     install -d -m 0700 "$ETC/credentials"
+    if [ ! -e "$ETC/beacon.salt" ]; then   # the BLE pseudonyms' key: the service's own, never world-readable
+        (umask 077; head -c 32 /dev/urandom | base64 > "$ETC/beacon.salt"); owned "$NAME:$NAME" "$ETC/beacon.salt"
+    fi
     if [ ! -e "$ETC/gateway.yaml" ]; then   # never overwrite a technician's config
         install -m 0640 "$SOURCE/config/pi-example.yaml" "$ETC/gateway.yaml"; owned "root:$NAME" "$ETC/gateway.yaml"
     fi

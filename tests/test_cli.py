@@ -98,7 +98,7 @@ def test_config_defaults_to_the_system_path_without_gateway_config(tmp_path, cap
     monkeypatch.setattr(cli, "DEFAULT_CONFIG", system)
     monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
     assert cli.main(["check"]) == 2
-    assert capfd.readouterr().err.startswith(f"{system}:0: (file): cannot read config: No such file or directory")
+    assert capfd.readouterr().err.startswith(f"{system}:0: (file): cannot read config: file {system} does not exist")
     system.parent.mkdir()
     system.write_text("gateway: {id: gw-1}\n")
     assert cli.main(["check"]) == 0

@@ -287,7 +287,7 @@ def test_missing_config_file_is_an_error(tmp_path, capfd):
     file = tmp_path / "absent.yaml"
     code, err = check(["check", "-c", str(file)], capfd)
     assert code == 2
-    assert f"{file}:0: (file): cannot read config: No such file or directory" in err
+    assert f"{file}:0: (file): cannot read config: file {file} does not exist" in err
 
 
 def test_log_format_json_keeps_problem_lines_and_logs_json(tmp_path, capfd):

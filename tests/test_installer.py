@@ -148,3 +148,30 @@ def test_a_config_on_the_boot_partition_becomes_the_config(root):
     _import_boot_config(root)
     assert "river-07" in (root / "etc/city-edge-gateway/gateway.yaml").read_text()
     assert "sensors[0].interval" in (boot / "gateway.yaml.errors").read_text()
+
+
+def test_the_installer_makes_a_beacon_salt_the_gateway_accepts(first_install):
+    """The BLE pseudonyms' key: made once, 0600 (owned by the service user on a live
+    system, where `owned` chowns), and it passes the salt rules of `gateway check`."""
+    from drivers.ble_beacon import read_salt
+    salt = first_install[0] / "etc/city-edge-gateway/beacon.salt"
+    assert oct(salt.stat().st_mode & 0o777) == "0o600"
+    assert len(read_salt(salt)) >= 32
+    assert 'owned "$NAME:$NAME" "$ETC/beacon.salt"' in INSTALL.read_text()  # the service's, not root's
+
+
+def test_a_hostile_config_on_the_boot_partition_is_refused_in_bounded_time(root):
+    """A YAML bomb written onto the SD card from any laptop: the boot import (run as
+    root, before the service) refuses it quickly with one problem line."""
+    boot = root / "boot/firmware"
+    boot.mkdir(parents=True)
+    bomb = 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
+    (boot / "gateway.yaml").write_text("gateway: {id: river-07}\n" + bomb)
+    before = (root / "etc/city-edge-gateway/gateway.yaml").read_text()
+    out = subprocess.run([str(REPO / "systemd/import-boot-config")], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "GATEWAY_ROOT": str(root), "GATEWAY_BIN": str(GATEWAY)})
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    errors = (boot / "gateway.yaml.errors").read_text().splitlines()
+    assert len(errors) == 2 and "more than 50000 values" in errors[0], errors  # the problem, then the verdict
+    assert (root / "etc/city-edge-gateway/gateway.yaml").read_text() == before

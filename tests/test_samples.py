@@ -18,7 +18,8 @@ def test_example_config_is_valid(path, monkeypatch, tmp_path):
     # Secrets live on the device (/etc/city-edge-gateway/...): stand in a file for each.
     for name in set(re.findall(r"/etc/city-edge-gateway/[\w.-]+", text)):
         stand_in = tmp_path / Path(name).name
-        stand_in.write_bytes(b"0123456789abcdef0123456789abcdef")
+        stand_in.write_bytes(b"Zq3kP9xW2mLr8vTb5nYc1hFd7gJs4eAo")  # passes as a token, a password or a salt
+        stand_in.chmod(0o600)
         text = text.replace(name, str(stand_in))
     copy = tmp_path / path.name
     copy.write_text(text)

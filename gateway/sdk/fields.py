@@ -4,13 +4,21 @@ technician can act on (what is wrong, and what to write instead)."""
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$", re.ASCII)  # not full-width digits
+# 1 ms is the finest step the scheduler and the buffer keep; 2^32-1 s (136 years)
+# is the longest any field needs (MQTT 5's session expiry).
+DURATION_MIN, DURATION_MAX = 0.001, 4_294_967_295.0
+FILE_MAX = 1024 * 1024  # certificates, keys, salts: a CA bundle is a few hundred KiB
+SECRET_MAX = 64 * 1024  # a password or a bearer token
 _SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NAME = re.compile(r"^[a-z0-9-]{1,64}$")
 
@@ -37,6 +45,10 @@ def parse_duration(text: object) -> float:
     seconds = float(match.group(1)) * _SCALE[match.group(2)]
     if seconds <= 0:
         raise ValueError(f"a duration must be positive (got {text!r})")
+    if seconds < DURATION_MIN:
+        raise ValueError(f"a duration is at least 1ms, the finest step the gateway keeps (got {text!r})")
+    if not math.isfinite(seconds) or seconds > DURATION_MAX:
+        raise ValueError(f"a duration is at most {DURATION_MAX:.0f}s (got {text[:40]!r})")
     return seconds
 
 
@@ -62,30 +74,67 @@ def _check_location(value: object) -> tuple[float, float]:
     return lat, lon
 
 
-def _check_readable(value: object) -> Path:
-    # Open the file rather than ask os.access: that is the check the daemon will
-    # meet, and it also catches directories.
-    if not isinstance(value, (str, Path)) or not str(value):
-        raise ValueError(f"must be a file path (got {value!r})")
-    path = Path(value)
+def read_regular(path: Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, or ValueError saying
+    what is wrong. Anything else is refused before it is read: a FIFO blocks the
+    reader for ever and /dev/zero or /dev/urandom never end."""
     try:
-        with path.open("rb"):
-            pass
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            kind = "a directory" if path.is_dir() else "a device, FIFO or socket"
+            raise ValueError(f"{what} {path} is {kind}, not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
-        raise ValueError(f"file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a directory, not a file") from None
+        raise ValueError(f"{what} {path} does not exist") from None
     except PermissionError:
-        raise ValueError(f"file {path} is not readable by this user") from None
+        raise ValueError(f"{what} {path} is not readable by this user") from None
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        # Checked again on the open file: the path may have been swapped meanwhile.
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError(f"{what} {path} is not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{what} {path} is larger than {limit // 1024} KiB, the most it may be")
+    return data
+
+
+def _path_value(value: object) -> Path:
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ValueError(f"must be a file path (got {value!r})")
+    if "\0" in str(value):
+        raise ValueError("a file path cannot contain a NUL character")
+    return Path(value)
+
+
+def _check_readable(value: object) -> Path:
+    # Read the file rather than ask os.access: that is the check the daemon will
+    # meet, and it also catches directories, devices and FIFOs.
+    path = _path_value(value)
+    read_regular(path, FILE_MAX)
     return path
 
 
-def _check_secret(value: object) -> Path:
-    path = _check_readable(value)
-    if not path.read_bytes().strip():
+def _secret_text(path: Path) -> str:
+    """A secret file's one line (its final newline dropped). A second line or a
+    control character would end up in a header or a packet, and be logged."""
+    data = read_regular(path, SECRET_MAX, "secret file")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"secret file {path} is not UTF-8 text") from None
+    if not text:
         raise ValueError(f"secret file {path} is empty")
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"secret file {path} holds more than one line; a secret is one line")
+    if not text.isprintable():
+        raise ValueError(f"secret file {path} holds control characters")
+    return text
+
+
+def _check_secret(value: object) -> Path:
+    path = _path_value(value)
+    _secret_text(path)
     return path
 
 
@@ -107,11 +156,13 @@ SecretFile = Annotated[Path, BeforeValidator(_check_secret)]
 
 
 def read_secret(path: Path) -> str:
-    """Secrets come only from files; the value is never logged."""
-    return path.read_text().strip()
+    """Secrets come only from files, checked as at load (the file may have
+    changed since); the value is never logged."""
+    return _secret_text(path)
 
 
 class Strict(BaseModel):
     """Every config section: unknown keys are errors, typos must not pass silently."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: 1e309 and .nan are no measure of anything, and would reach the drivers as inf.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
