@@ -71,6 +71,8 @@ class Gateway:
         self._core_tasks: list[asyncio.Task] = []
         self._reload_task: asyncio.Task | None = None
         self._started = False  # reloads wait until start-up is done
+        self.history = None  # the on-site page's recent history (gateway/history.py), when the page is on
+        self.web_server = None
 
     # --- readings in ---------------------------------------------------------------------------
 
@@ -90,6 +92,8 @@ class Gateway:
             self.error_readings[reading.sensor] = self.error_readings.get(reading.sensor, 0) + 1
         self.buffer.append(reading)
         self.readings_total += 1
+        if self.history is not None:
+            self.history.add(reading)
 
     def _make_runner(self, options) -> SensorRunner:
         driver = registry.load(options.driver)(options)
@@ -170,6 +174,8 @@ class Gateway:
             from gateway.metrics import MetricsServer
             self.metrics_server = MetricsServer(self, cfg.service.metrics_port)
             await self.metrics_server.start()
+        if cfg.service.web is not None:
+            await self._start_web(cfg.service.web)
         self._core_tasks = [asyncio.create_task(self._commit_loop(), name="commit"),
                             asyncio.create_task(self._watch_clock(), name="clock"),
                             asyncio.create_task(self._watchdog_loop(), name="watchdog")]
@@ -196,6 +202,8 @@ class Gateway:
         for t in self.transports.values():
             await t.stop()
         await self.status_server.stop()
+        if self.web_server is not None:
+            await self.web_server.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         left = {d.name: self.buffer.last_seq - self.buffer.acked[d.name] for d in self.deliveries}
@@ -204,6 +212,19 @@ class Gateway:
         log.info("gateway stopped; readings left in the buffer for the next start: %s",
                  ", ".join(f"{k}: {v}" for k, v in left.items()) or "none (no uplinks)")
         return 0
+
+    async def _start_web(self, settings) -> None:
+        from gateway import logring
+        from gateway.history import RecentHistory, history_path
+        from gateway.status import snapshot
+        from gateway.web import WebServer
+        ring = next((h for h in logging.getLogger().handlers if isinstance(h, logring.LogRing)), None)
+        ring = ring or logring.install()
+        self.history = RecentHistory(history_path(self.config.storage.path))
+        self.web_server = WebServer.from_settings(
+            settings, snapshot=lambda: snapshot(self), history=self.history, log_lines=ring.lines,
+            sensor_options=lambda sid: next((s for s in self.config.sensors if s.id == sid), None))
+        await self.web_server.start()
 
     def request_stop(self, why: str = "request") -> None:
         if not self.stopping.is_set():
