@@ -83,7 +83,10 @@ def cmd_check(args) -> int:
             print(problem, file=sys.stderr)
         log.error("%s: %d problem%s", args.config, len(exc.problems), "" if len(exc.problems) == 1 else "s")
         return 2
-    log.info("%s: valid (%d sensors, %d uplinks)", args.config, len(config.sensors), len(config.uplinks))
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+    log.info("%s: valid (%d sensors, %d uplinks)%s", args.config, len(config.sensors), len(config.uplinks),
+             f", {len(config.warnings)} warning{'s' if len(config.warnings) > 1 else ''}" if config.warnings else "")
     return 0
 
 

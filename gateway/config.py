@@ -222,6 +222,7 @@ class Config(BaseModel):
     uplinks: list[UplinkBase] = []
     sensors: list[SensorOptions] = []
     source: str = "<config>"
+    warnings: list[str] = []  # `FILE:LINE: key.path: warning: ...` (gateway/config_warnings.py)
 
     def sensor(self, sensor_id: str) -> SensorOptions:
         for s in self.sensors:
@@ -436,6 +437,8 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     _cross_checks(config, out)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line))
+    from gateway.config_warnings import config_warnings
+    config.warnings = config_warnings(config, file, lines.line_of)
     return config
 
 

@@ -4,6 +4,7 @@ technician can act on (what is wrong, and what to write instead)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -82,10 +83,40 @@ def _check_readable(value: object) -> Path:
     return path
 
 
+# systemd's LoadCredential= (systemd/city-edge-gateway.service) shows each file of the credentials directory
+# as /run/credentials/city-edge-gateway.service/secret_<file name>, but only while the service runs.
+CREDENTIALS_RUN = Path("/run/credentials/city-edge-gateway.service")
+CREDENTIALS_PREFIX = "secret_"
+
+
+def credentials_dir() -> Path:
+    return Path(os.environ.get("GATEWAY_CREDENTIALS_DIR", "/etc/city-edge-gateway/credentials"))
+
+
+def credential_source(path: Path) -> Path:
+    """Where a secret really is: the path itself, or for the documented credentials path outside the
+    service (`gateway check` at boot, in the installer, by hand) the file systemd loads it from."""
+    if path.parent == CREDENTIALS_RUN and path.name.startswith(CREDENTIALS_PREFIX) and not path.exists():
+        return credentials_dir() / path.name.removeprefix(CREDENTIALS_PREFIX)
+    return path
+
+
 def _check_secret(value: object) -> Path:
-    path = _check_readable(value)
-    if not path.read_bytes().strip():
-        raise ValueError(f"secret file {path} is empty")
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ValueError(f"must be a file path (got {value!r})")
+    path = Path(value)
+    source = credential_source(path)
+    if source != path:
+        try:
+            if not source.exists():
+                # Written on a laptop for a Pi not set up yet: the secret comes with it (boot partition,
+                # gateway-credentials/) or is put there later; `gateway check` warns, the start will tell.
+                return path
+        except PermissionError:  # the credentials directory is root's: only root can look inside
+            return path
+    _check_readable(source)
+    if not source.read_bytes().strip():
+        raise ValueError(f"secret file {source} is empty")
     return path
 
 
@@ -108,7 +139,7 @@ SecretFile = Annotated[Path, BeforeValidator(_check_secret)]
 
 def read_secret(path: Path) -> str:
     """Secrets come only from files; the value is never logged."""
-    return path.read_text().strip()
+    return credential_source(path).read_text().strip()
 
 
 class Strict(BaseModel):

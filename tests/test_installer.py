@@ -148,3 +148,33 @@ def test_a_config_on_the_boot_partition_becomes_the_config(root):
     _import_boot_config(root)
     assert "river-07" in (root / "etc/city-edge-gateway/gateway.yaml").read_text()
     assert "sensors[0].interval" in (boot / "gateway.yaml.errors").read_text()
+
+
+def test_secrets_on_the_boot_partition_move_into_the_credentials_directory(root):
+    """A config written on a laptop names the documented credentials path; its secrets travel beside it
+    in gateway-credentials/. They end up root-only in the credentials directory, gone from the FAT side,
+    and the config passes the check that decides its import."""
+    boot = root / "boot/firmware"
+    (boot / "gateway-credentials").mkdir(parents=True)
+    (boot / "gateway-credentials/mqtt.secret").write_text("s3cret-password\n")
+    (boot / "gateway-credentials/beacon.salt").write_text("0123456789abcdef0123456789abcdef\n")
+    (boot / "gateway-credentials/bad name").write_text("x")
+    run = "/run/credentials/city-edge-gateway.service"
+    (boot / "gateway.yaml").write_text(
+        "gateway: {id: river-07}\n"
+        "uplinks:\n"
+        f"  - {{name: city, type: mqtt, url: 'mqtt://127.0.0.1:1883', username: gw07, password_file: {run}/secret_mqtt.secret}}\n"
+        "sensors:\n"
+        f"  - {{id: park-1, driver: ble_beacon, interval: 10s, adapter: 'replay:{REPO}/hil/ble/sample.jsonl',\n"
+        f"     salt_file: {run}/secret_beacon.salt}}\n")
+    out = _import_boot_config(root)
+    assert out.returncode == 0, out.stderr
+    creds = root / "etc/city-edge-gateway/credentials"
+    assert (creds / "mqtt.secret").read_text() == "s3cret-password\n"
+    assert oct((creds / "mqtt.secret").stat().st_mode & 0o777) == "0o600"
+    assert oct(creds.stat().st_mode & 0o777) == "0o700"
+    assert not (boot / "gateway-credentials/mqtt.secret").exists()
+    assert not (boot / "gateway-credentials/beacon.salt").exists()
+    assert "skipped" in out.stderr and (boot / "gateway-credentials/bad name").exists()
+    assert "secret_mqtt.secret" in (root / "etc/city-edge-gateway/gateway.yaml").read_text()
+    assert not (boot / "gateway.yaml.errors").exists()

@@ -22,7 +22,7 @@ from drivers.base import DeviceError, Driver, SensorOptions
 from drivers.ble_beacon.advert import Advertisement
 from drivers.ble_beacon.aggregate import Aggregator, canonical_id, summary_values
 from drivers.ble_beacon.scanners import REPLAY_PREFIX, Scanner, open_scanner
-from gateway.fields import ReadableFile, Strict
+from gateway.fields import SecretFile, Strict, credential_source
 from gateway.pseudonym import pseudonym
 from gateway.reading import Reading, Value
 
@@ -38,7 +38,15 @@ INBOX_MAX = 100_000  # advertisements held between two reads; beyond, the oldest
 def read_salt(path: Path) -> bytes:
     """The HMAC key: the file's bytes without surrounding whitespace (a text
     salt's newline), so a base64 text salt and a binary one both work. Never logged."""
-    return path.read_bytes().strip()
+    return credential_source(path).read_bytes().strip()
+
+
+def _checkable(path: Path) -> bool:
+    """False for the documented credentials path of a Pi not set up yet (see gateway.fields.credential_source)."""
+    try:
+        return credential_source(path).exists()
+    except PermissionError:
+        return False
 
 
 class BatteryRange(Strict):
@@ -60,7 +68,7 @@ class BatteryRange(Strict):
 class BleBeaconOptions(SensorOptions):
     adapter: str = Field("hci0", description="a BlueZ adapter (hci0) or replay:FILE (a recorded replay)")
     allow: list[BeaconId] | None = Field(None, description="report only these beacons: raw ids or MACs")
-    salt_file: ReadableFile | None = Field(
+    salt_file: SecretFile | None = Field(
         None, description="HMAC key for the beacon pseudonyms (required unless publish_raw_ids)")
     publish_raw_ids: bool = Field(False, description="publish raw beacon ids instead of pseudonyms (not for people)")
     path_loss_exponent: float = Field(2.0, ge=1.0, le=6.0, description="n of the log-distance model (2 free space)")
@@ -87,7 +95,7 @@ class BleBeaconOptions(SensorOptions):
             if not self.publish_raw_ids:
                 raise ValueError("salt_file is required: beacon ids are published only as pseudonyms "
                                  "(or set publish_raw_ids: true for beacons that do not belong to people)")
-        elif len(read_salt(self.salt_file)) < MIN_SALT_BYTES:
+        elif _checkable(self.salt_file) and len(read_salt(self.salt_file)) < MIN_SALT_BYTES:
             raise ValueError(f"salt_file {self.salt_file} holds fewer than {MIN_SALT_BYTES} bytes; "
                              "make one with: head -c 32 /dev/urandom | base64 > FILE")
         return self
