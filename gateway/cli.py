@@ -163,6 +163,15 @@ def cmd_drivers(args) -> int:
         print(f"{name}  {cls.summary}".rstrip())
         for line in describe_keys(cls.Options, skip=base):
             print("    " + line)
+    from gateway.config import UPLINK_TYPES, ServiceSection, WebSection
+    print("\nUplinks (uplinks: - name: ..., type: TYPE, and these keys):")
+    for kind, model in UPLINK_TYPES.items():
+        print(f"\n{kind}  {(model.__doc__ or '').strip().splitlines()[0] if model.__doc__ else ''}".rstrip())
+        for line in describe_keys(model, skip={"name", "type"}):
+            print("    " + line)
+    print("\nservice: (how the daemon lives on the Pi)")
+    for line in describe_keys(ServiceSection, skip={"web"}) + ["web:"] + ["    " + x for x in describe_keys(WebSection)]:
+        print("    " + line)
     return 0
 
 

@@ -89,6 +89,8 @@ class ServiceSection(Strict):
     clock_check: Literal["auto", "kernel", "build-time", "off"] = "auto"
     clock_hold: Duration = Field(300.0, description="hold deliveries at most this long while the clock is unsynced")
     web: WebSection | None = Field(None, description="the on-site page; off when absent")
+    unhealthy_after: Duration = Field(900.0, description="a sensor failing this long makes /healthz answer 503 "
+                                      "(the watchdog is not affected: a restart fixes no sensor)")
 
 
 def _check_url(url: str, schemes: tuple[str, ...]) -> str:

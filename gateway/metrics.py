@@ -63,6 +63,13 @@ class GatewayCollector:
                                 value=1 if s["clock"]["synced"] else 0)
 
 
+def failing_sensors(snap: dict, limit: float) -> list[str]:
+    """Sensors not reading for longer than `limit` seconds, as /healthz problems."""
+    return [f"sensor {sid}: {s['state']} for {s['state_for_s']:.0f}s ({s['detail'] or 'no detail'})"
+            for sid, s in snap["sensors"].items()
+            if s["state"] not in ("ok", "starting") and s.get("state_for_s", 0) > limit]
+
+
 class MetricsServer:
     def __init__(self, gw: "Gateway", port: int, host: str = "127.0.0.1"):
         self.gw = gw
@@ -91,7 +98,8 @@ class MetricsServer:
             elif path == "/metrics":
                 code, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
             elif path == "/healthz":
-                problems = self.gw.health_problems()
+                problems = self.gw.health_problems() + failing_sensors(snapshot(self.gw),
+                                                                       self.gw.config.service.unhealthy_after)
                 code = "503 Service Unavailable" if problems else "200 OK"
                 ctype, body = "text/plain", ("\n".join(problems) if problems else "ok").encode() + b"\n"
             else:

@@ -35,6 +35,7 @@ class SensorRunner:
         self.sink = sink
         self.on_state = on_state
         self.state = "starting"
+        self.state_since = time.monotonic()  # how long a failing sensor has failed (/healthz)
         self.detail: str | None = None
         self.failures = 0
         self.read_errors = 0  # failed reads in all (status, metrics)
@@ -64,6 +65,8 @@ class SensorRunner:
             log.info("sensor %s (%s): reading", self.id, self.driver.name)
         else:
             log.warning("sensor %s (%s): %s%s", self.id, self.driver.name, state, f": {detail}" if detail else "")
+        if state != self.state:
+            self.state_since = time.monotonic()
         self.state, self.detail = state, detail
         self.on_state(self.id, state, detail, self.failures)
 

@@ -68,6 +68,7 @@ def snapshot(gw: "Gateway") -> dict:
             "read_errors": r.read_errors + gw.error_readings.get(sid, 0),
             "last_reading": None if last is None else last.as_json(),
             "age_s": None if last is None else round(mono - last.monotonic, 1),
+            "state_for_s": round(mono - r.state_since, 1),
         }
     uplinks = {}
     for d in gw.deliveries:
@@ -85,6 +86,7 @@ def snapshot(gw: "Gateway") -> dict:
             "dead_letters": dead,
             "sent": d.sent_total,
             "last_latency_s": None if d.last_latency is None else round(d.last_latency, 4),
+            "last_error": getattr(d.t, "last_error", None),  # Transport.last_error: why the last send failed
         }
     return {
         "gateway": gw.config.gateway.id,
@@ -191,7 +193,8 @@ def print_table(data: dict, out=sys.stdout) -> None:
     print(f"\n{'uplink':<18} {'connected':<9} {'pending':>8} {'oldest':>8} {'dead':>5}", file=out)
     for name, u in data["uplinks"].items():
         conn = "yes" if u["connected"] else "NO"
-        print(f"{name:<18} {conn:<9} {u['pending']:>8} {_fmt_age(u['oldest_pending_age_s']):>8} {u['dead_letters']:>5}",
-              file=out)
+        error = f"  last error: {u['last_error']}" if u.get("last_error") else ""
+        print(f"{name:<18} {conn:<9} {u['pending']:>8} {_fmt_age(u['oldest_pending_age_s']):>8} {u['dead_letters']:>5}"
+              f"{error}", file=out)
     b = data["buffer"]
     print(f"\nbuffer {b['path']}: {b['readings']} readings, {b['evictions']} evicted", file=out)

@@ -154,6 +154,9 @@ do_install() {
     install -d -m 0755 "$UNITS" "$OPT"
     install -m 0644 "$SOURCE/systemd/$NAME.service" "$SOURCE/systemd/$NAME-boot-config.service" "$UNITS/"
     install -m 0755 "$SOURCE/systemd/import-boot-config" "$OPT/import-boot-config"
+    # `gateway` on PATH for the technician (sudo gateway status, gateway check ...).
+    install -d -m 0755 "$R/usr/local/bin"
+    ln -sfn "/opt/$NAME/venv/bin/gateway" "$R/usr/local/bin/gateway"
     install -d -m 0750 "$ETC" "$STATE"; owned "root:$NAME" "$ETC"; owned "$NAME:$NAME" "$STATE"
     install -d -m 0700 "$ETC/credentials"
     if [ ! -e "$ETC/gateway.yaml" ]; then   # never overwrite a technician's config
@@ -182,6 +185,9 @@ do_uninstall() {
     rmdir "$UNITS/multi-user.target.wants" 2>/dev/null || true
     rm -f "$UNITS/$NAME.service" "$UNITS/$NAME-boot-config.service"
     rm -rf "$OPT"
+    if [ "$(readlink "$R/usr/local/bin/gateway" 2>/dev/null)" = "/opt/$NAME/venv/bin/gateway" ]; then
+        rm -f "$R/usr/local/bin/gateway"
+    fi
     if [ "$PURGE" = 1 ]; then
         rm -rf "$ETC" "$STATE"
     else
@@ -191,7 +197,9 @@ do_uninstall() {
     if [ "$LIVE" = 1 ]; then
         systemctl daemon-reload
     else  # directories this script created in an empty root
-        for d in "$UNITS" "$R/etc/systemd" "$R/var/lib" "$R/var" "$R/opt"; do rmdir "$d" 2>/dev/null || true; done
+        for d in "$UNITS" "$R/etc/systemd" "$R/var/lib" "$R/var" "$R/opt" "$R/usr/local/bin" "$R/usr/local" "$R/usr"; do
+            rmdir "$d" 2>/dev/null || true
+        done
     fi
     say "uninstalled from $ROOT"
 }

@@ -98,6 +98,8 @@ def test_install_twice_gives_the_same_tree_and_uninstall_removes_it(first_instal
                            capture_output=True, text=True, cwd=root)
     assert check.returncode == 0 and str(root / "opt/city-edge-gateway/venv") in check.stdout
     assert (root / "etc/city-edge-gateway/gateway.yaml").exists()
+    # `gateway` on PATH: /usr/local/bin/gateway -> the venv's entry point.
+    assert os.readlink(root / "usr/local/bin/gateway") == "/opt/city-edge-gateway/venv/bin/gateway"
     assert oct((root / "etc/city-edge-gateway/credentials").stat().st_mode & 0o777) == "0o700"
 
     install(root, "--uninstall", "--purge")

@@ -101,3 +101,28 @@ def test_metrics_in_prometheus_text(running):
 def test_healthz(running):
     assert _get(running[3], "/healthz") == (200, "ok\n")
     assert _get(running[3], "/nothing")[0] == 404
+
+
+def test_healthz_is_unhealthy_once_a_sensor_has_failed_longer_than_unhealthy_after(tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path / "gw.yaml", base_config(
+        tmp_path, sensors=[{"id": "river-1", "driver": "sim_river", "interval": "200ms"},
+                           {"id": "river-2", "driver": "maxbotix", "interval": "1s",
+                            "port": str(tmp_path / "ttyUSB-unplugged")}],
+        uplinks=[], metrics_port=port, unhealthy_after="2s"))
+    d = Daemon(cfg)
+    try:
+        code, text = wait_for(lambda: (r := _get_or_none(port, "/healthz")) and r[0] == 503 and r, 60,
+                              what="/healthz to turn unhealthy")
+        assert text.startswith("sensor river-2: failing for ") and "ttyUSB-unplugged" in text
+        assert "river-1" not in text
+        assert status_json(cfg)["healthy"] is True  # the watchdog's health: a restart fixes no sensor
+    finally:
+        assert d.stop() == 0
+
+
+def _get_or_none(port: int, path: str):
+    try:
+        return _get(port, path)
+    except OSError:
+        return None
