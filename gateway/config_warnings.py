@@ -15,7 +15,7 @@ from typing import Callable
 
 from pydantic import BaseModel
 
-from gateway.fields import CREDENTIALS_RUN, credential_source, credentials_dir
+from gateway.sdk.fields import CREDENTIALS_RUN, credential_source, credentials_dir
 
 LineOf = Callable[[tuple], int]
 

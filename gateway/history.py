@@ -18,7 +18,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gateway.reading import Reading
+from gateway.sdk.reading import Reading
 
 log = logging.getLogger(__name__)
 

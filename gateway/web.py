@@ -28,7 +28,7 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from gateway import webpage
-from gateway.fields import read_secret
+from gateway.sdk.fields import read_secret
 from gateway.history import RecentHistory
 
 log = logging.getLogger(__name__)

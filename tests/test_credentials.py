@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from gateway.fields import read_secret
+from gateway.sdk.fields import read_secret
 from tests.helpers import gateway_cli
 
 RUN = "/run/credentials/city-edge-gateway.service"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from gateway.history import RecentHistory
-from gateway.reading import Reading, Value
+from gateway.sdk.reading import Reading, Value
 
 
 def _level(at: float, value: float, device: str | None = None, alert: bool = False) -> Reading:

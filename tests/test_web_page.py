@@ -19,7 +19,7 @@ import pytest
 
 from gateway.config import ConfigError, parse_config
 from gateway.history import RecentHistory, history_path
-from gateway.reading import Reading, Value
+from gateway.sdk.reading import Reading, Value
 from tests.browser import chromium, has_colour
 from gateway.web import Request, WebServer
 from tests.helpers import GatewayProcess, free_port, wait_for, write_config
