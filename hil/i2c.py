@@ -248,7 +248,7 @@ def bme280_calibration(t: tuple[int, int, int], p: tuple[int, ...], h: tuple[int
     return {0x88: bytes(regs), 0xA1: low, 0xE1: high}
 
 
-# The datasheet's worked example (T, P) and the derived humidity vector of shared/hw/vectors.json.
+# The datasheet's worked example (T, P) and a humidity case derived from the datasheet's formulas.
 EXAMPLE_CALIBRATION = bme280_calibration((27504, 26435, -1000), (36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000),
                                          (75, 362, 0, 333, 0, 30))
 

@@ -1,7 +1,7 @@
 """Driver testcases (drivers/<name>/testcases/<case>/): a case.yaml with the
 sensor's keys and the source of the vector, the captured device input, and
 expected.json (the readings as the pipeline leaves them, or the error the
-driver raises), with the vectors.json entries it holds. Also small helpers shared by the hardware driver tests."""
+driver raises), with the published vectors it holds. Also small helpers shared by the hardware driver tests."""
 
 from __future__ import annotations
 

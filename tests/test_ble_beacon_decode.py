@@ -1,5 +1,5 @@
 """ble_beacon decoding: every testcase in drivers/ble_beacon/testcases (the
-applicable vectors of shared/hw/vectors.json, copied there, plus regression
+applicable published vectors (beacontools, Ruuvi, Eddystone), copied there, plus regression
 cases) and the rules of the specifications around them."""
 
 import dataclasses
@@ -26,7 +26,7 @@ def _as_fields(frame) -> dict:
 
 
 def test_every_applicable_vector_is_a_testcase():
-    # vectors.json has 11 BLE vectors: iBeacon, Eddystone UID/URL/TLM, 4 Ruuvi, 3 distance.
+    # 11 published BLE vectors: iBeacon, Eddystone UID/URL/TLM, 4 Ruuvi, 3 distance.
     docs = [json.loads((d / "expected.json").read_text()) for d in CASES.iterdir()]
     inputs = {doc["vector"]["input"] for doc in docs if "vector" in doc}
     assert len(inputs) == 11

@@ -28,7 +28,7 @@ def opts(**keys):
     return hw_cases.options(Bme280, keys)
 
 
-# --- the vectors of shared/hw/vectors.json ---------------------------------------------------------
+# --- the datasheets' vectors -------------------------------------------------------------------------
 
 def test_temperature_vector():
     cal = parse_calibration(LOW, HIGH)
