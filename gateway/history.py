@@ -88,11 +88,13 @@ class RecentHistory:
                               (excess,))
         self.conn.commit()
 
-    def series(self, sensor: str, since: float | None = None) -> dict[str, list[tuple[float, str, float]]]:
-        """Per value name: (observed_at seconds, device, value) oldest first, within the span."""
+    def series(self, sensor: str, since: float | None = None,
+               names: tuple[str, ...] | None = None) -> dict[str, list[tuple[float, str, float]]]:
+        """Per value name (all, or those in `names`): (observed_at seconds, device, value) oldest first."""
         since = time.time() - self.span if since is None else since
-        rows = self.conn.execute("SELECT at_ms, device, name, value FROM points WHERE sensor = ? AND at_ms >= ? "
-                                 "ORDER BY at_ms", (sensor, int(since * 1000)))
+        wanted = "" if names is None else f" AND name IN ({', '.join('?' * len(names))})"
+        rows = self.conn.execute("SELECT at_ms, device, name, value FROM points WHERE sensor = ? AND at_ms >= ?"
+                                 f"{wanted} ORDER BY at_ms", (sensor, int(since * 1000), *(names or ())))
         out: dict[str, list[tuple[float, str, float]]] = {}
         for at_ms, device, name, value in rows:
             out.setdefault(name, []).append((at_ms / 1000, device, value))

@@ -32,9 +32,19 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [round(first + i * step, 10) for i in range(count + 2) if first + i * step <= high]
 
 
+def thin(points: list[tuple[float, float]], most: int) -> list[tuple[float, float]]:
+    """At most `most` points: consecutive points averaged in equal runs (a 640-pixel plot shows no more)."""
+    if len(points) <= most:
+        return points
+    size = -(-len(points) // most)
+    runs = [points[i:i + size] for i in range(0, len(points), size)]
+    return [(run[-1][0], round(sum(v for _, v in run) / len(run), 6)) for run in runs[:-1]] + [points[-1]]
+
+
 def line_plot(series: Series, *, start: float, end: float, unit: str = "", lines: list[tuple[str, float]] = (),
               title: str = "", width: int = 640, height: int = 220) -> str:
     left, right, top, bottom = 52, 96, 22, 26
+    series = {name: thin(points, width // 2) for name, points in series.items()}
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for points in series.values() for _, v in points] + [v for _, v in lines]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" '

@@ -228,7 +228,8 @@ class WebServer:
             options = self.sensor_options(sid)
             last = s.get("last_reading") or {}
             kind = getattr(options, "kind", None) or last.get("kind") or ""
-            history = self.history.series(sid) if self.history is not None else {}
+            names = webpage.PLOTTED.get(kind)
+            history = self.history.series(sid, names=names) if self.history is not None else {}
             span, step = (self.history.span, self.history.step) if self.history is not None else (86_400.0, 60.0)
             plots[sid] = webpage.sensor_plot(sid, kind, history, reference_lines(options), now, span, step)
         return webpage.status_page(snap, plots, self.log_lines()[-60:])

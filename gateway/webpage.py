@@ -22,6 +22,7 @@ textarea{width:100%;box-sizing:border-box}.hit{background:#fff3bf}nav a{margin-r
 
 # Per kind, the values plotted and in which order (the first found wins a plot).
 PLOTTED = {
+    "beacon": ("count",),
     "river_level": ("water_level", "distance"),
     "snow_depth": ("snow_depth", "snowfall_24h", "distance"),
     "environment": ("air_temperature",),
