@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_HEAD = 16_384      # request line and headers, bytes
 MAX_BODY = 262_144     # a pasted config, bytes
 REQUEST_TIMEOUT = 10.0
+MAX_CONCURRENT = 8     # requests at once: one technician, a few tabs
 COOKIE = "gateway_token"
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -69,14 +70,14 @@ def reference_lines(options) -> list[tuple[str, float]]:
     return [("removal", removal)] if removal is not None else []
 
 
-def check_text(text: str) -> list[str]:
-    """`gateway check` on pasted text: every problem as `config:LINE: key.path: message`."""
+def check_text(text: str) -> tuple[list[str], list[str]]:
+    """`gateway check` on pasted text: (problems, warnings), each as `config:LINE: key.path: message`."""
     from gateway.config import ConfigError, parse_config
     try:
-        parse_config(text, "config")
+        config = parse_config(text, "config")
     except ConfigError as exc:
-        return [str(p) for p in exc.problems]
-    return []
+        return [str(p) for p in exc.problems], []
+    return [], config.warnings
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -116,7 +117,7 @@ class WebServer:
     def __init__(self, listen: str, token: str | None, *, snapshot: Callable[[], dict],
                  history: RecentHistory | None = None, log_lines: Callable[[], list[dict]] = list,
                  sensor_options: Callable[[str], object | None] = lambda sid: None,
-                 check: Callable[[str], list[str]] = check_text, flush_every: float = 60.0):
+                 check: Callable[[str], tuple[list[str], list[str]]] = check_text, flush_every: float = 60.0):
         self.host, self.port = split_listen(listen)
         self.token = token
         self.snapshot, self.history, self.log_lines = snapshot, history, log_lines
@@ -124,6 +125,7 @@ class WebServer:
         self.flush_every = flush_every
         self.server: asyncio.AbstractServer | None = None
         self._flusher: asyncio.Task | None = None
+        self._busy = 0  # requests being answered: a flood of connections is turned away, not queued
 
     @classmethod
     def from_settings(cls, settings, **sources) -> "WebServer":
@@ -160,6 +162,10 @@ class WebServer:
                 log.warning("recent history not saved: %s", exc)
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._busy >= MAX_CONCURRENT:
+            writer.close()
+            return
+        self._busy += 1
         try:
             try:
                 request = await asyncio.wait_for(read_request(reader), REQUEST_TIMEOUT)
@@ -173,6 +179,7 @@ class WebServer:
         except Exception:
             log.exception("on-site page request failed")
         finally:
+            self._busy -= 1
             writer.close()
 
     # --- routing ---------------------------------------------------------------------------------
@@ -188,8 +195,8 @@ class WebServer:
                 return Response("200 OK", webpage.check_page())
             form = parse_qs(request.body.decode("utf-8", "replace"))
             text = form.get("config", [""])[0]
-            problems = await asyncio.to_thread(self.check, text)
-            return Response("200 OK", webpage.check_page(text, problems))
+            problems, warnings = await asyncio.to_thread(self.check, text)
+            return Response("200 OK", webpage.check_page(text, problems, warnings))
         if request.path in ("/", "/check"):
             return Response("405 Method Not Allowed", "GET (or POST on /check) only\n", {"Content-Type": "text/plain"})
         return Response("404 Not Found", "not here: try / or /check\n", {"Content-Type": "text/plain"})

@@ -141,16 +141,19 @@ def sensor_plot(sid: str, kind: str, history: dict, lines: list[tuple[str, float
     return line_plot(series, start=now - span, end=now, unit=unit, lines=lines, title=title)
 
 
-def check_page(text: str = "", problems: list[str] | None = None) -> str:
+def check_page(text: str = "", problems: list[str] | None = None, warnings: list[str] = ()) -> str:
     """The form, and after a check its verdict with the pasted lines, numbered, the bad ones marked."""
     result = ""
     if problems is not None:
-        bad = {_line_of(p) for p in problems}
+        bad = {_line_of(p) for p in [*problems, *warnings]}
         listing = "\n".join(f'<span class="{"hit" if i in bad else ""}">{i:4d}  {escape(line)}</span>'
                             for i, line in enumerate(text.splitlines(), 1))
         verdict = ('<p class="ok verdict">valid: <code>gateway check</code> finds no problem</p>' if not problems else
                    f'<p class="bad verdict">{len(problems)} problem{"s" if len(problems) > 1 else ""}</p>'
                    '<pre class="problems">' + "\n".join(escape(p) for p in problems) + "</pre>")
+        if warnings:
+            verdict += ('<p class="warn">warnings (may hold on the Pi, not here):</p><pre class="warnings">'
+                        + "\n".join(escape(w) for w in warnings) + "</pre>")
         result = f"{verdict}<h2>The pasted config</h2><pre class=\"listing\">{listing}</pre>"
     body = ('<h1>Check a config</h1><p>Paste a gateway.yaml: it is checked as <code>gateway check</code> does, '
             'on this gateway (its drivers, its files), and not applied.</p>'

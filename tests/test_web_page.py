@@ -162,9 +162,12 @@ def test_the_check_form_shows_gateway_checks_errors_with_their_lines(site, tmp_p
     assert page.locator("pre.listing .hit").inner_text().strip() == "6      interval: 10"
     png = page.screenshot(path=str(tmp_path / "check.png"), full_page=True)
     assert has_colour(png, "#fff3bf")  # the offending line marked
-    page.fill("textarea[name=config]", "gateway:\n  id: web-gw\n")
+    page.fill("textarea[name=config]", "gateway:\n  id: web-gw\nsensors:\n  - {id: r, driver: maxbotix, interval: 1s, "
+                                       "port: /dev/ttyUSB-not-here}\n")
     page.click("button[type=submit]")
     assert "valid" in page.locator(".verdict").inner_text()
+    assert "config:4: sensors[0].port: warning: serial port /dev/ttyUSB-not-here does not exist" in \
+        page.locator("pre.warnings").inner_text() and "gateway scan serial" in page.locator("pre.warnings").inner_text()
     page.context.close()
 
 
@@ -185,3 +188,22 @@ def test_without_a_token_only_a_loopback_host_header_is_served(host, status):
     with ThreadPoolExecutor(1) as pool:  # a thread of its own: playwright's sync API holds this one's loop
         answer = pool.submit(asyncio.run, server.respond(request)).result()
     assert answer.status.startswith(status)
+
+
+def test_a_flood_of_idle_connections_is_turned_away_and_the_page_comes_back(site):
+    import socket
+    host, port = site["base"].removeprefix("http://").split(":")
+    idle = []
+    try:
+        for _ in range(8):  # each holds a request slot: a request line that never ends
+            s = socket.create_connection((host, int(port)), timeout=10)
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            idle.append(s)
+        extra = socket.create_connection((host, int(port)), timeout=10)
+        assert extra.recv(100) == b""  # closed at once, not queued behind the idle ones
+        extra.close()
+    finally:
+        for s in idle:
+            s.close()
+    wait_for(lambda: _status(site["base"] + "/", {"Authorization": f"Bearer {TOKEN}"}) == 200, 30,
+             what="the page to answer again")
