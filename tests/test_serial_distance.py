@@ -4,7 +4,6 @@ pseudo-terminal simulator (faults, error codes, unplug and replug)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -20,45 +19,9 @@ from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVERS = {"maxbotix": maxbotix.Maxbotix, "a02yyuw": a02yyuw.A02yyuw, "sr50a": sr50a.Sr50a}
-
-
 def make(name: str, port: str = "/dev/null", **options):
     cls = DRIVERS[name]
     return cls(cls.Options(id=f"t-{name}", driver=name, interval="1s", port=port, **options))
-
-
-# --- testcases ---------------------------------------------------------------------------------------
-
-CASES = [(name, case) for name in DRIVERS for case in sorted((ROOT / "drivers" / name / "testcases").iterdir())]
-
-
-@pytest.mark.parametrize("name,case", CASES, ids=[f"{n}/{c.name}" for n, c in CASES])
-def test_testcase(name, case):
-    expected = json.loads((case / "expected.json").read_text())
-    driver = make(name, **expected.get("options", {}))
-    samples = driver.feed((case / "input.bin").read_bytes())
-    assert driver.bad_frames == expected["bad_frames"]
-    if expected["reading"] is None:
-        assert samples == []
-        return
-    got = driver.to_reading(samples).as_json()
-    want = expected["reading"]
-    assert got["quality"] == want["quality"]
-    assert got.get("error") == want.get("error")
-    assert set(got["values"]) == set(want["values"])
-    for key, value in want["values"].items():
-        assert got["values"][key]["value"] == pytest.approx(value["value"], abs=1e-9), key
-        assert got["values"][key].get("unit") == value.get("unit")
-
-
-def test_every_vector_testcase_names_its_primary_source():
-    """Each published vector of our devices copied into a testcase names its document and provenance."""
-    copied = [v for p in ROOT.glob("drivers/*/testcases/*/expected.json")
-              if (v := json.loads(p.read_text()).get("vector")) is not None]
-    assert len(copied) >= 14
-    for v in copied:
-        assert v["sensor"] and v["source"] and v["provenance"], v
-        assert not any(local in v["source"] for local in ("vectors.json", "WIRE-FORMATS", "shared/")), v["source"]
 
 
 def test_sr50a_median_vector_is_the_snow_depth_of_the_manual():
