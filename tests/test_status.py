@@ -126,3 +126,20 @@ def _get_or_none(port: int, path: str):
         return _get(port, path)
     except OSError:
         return None
+
+
+def test_the_status_table_shows_each_uplinks_last_error():
+    import io
+
+    from gateway.status import print_table
+    data = {"gateway": "g", "pid": 1, "uptime_s": 5.0, "healthy": True, "problems": [], "clock": {"synced": True},
+            "sensors": {}, "buffer": {"path": "b.db", "readings": 3, "evictions": 0},
+            "uplinks": {"city": {"connected": False, "pending": 3, "oldest_pending_age_s": 4.0, "dead_letters": 0,
+                                 "last_error": "connection refused by 127.0.0.1:1883"},
+                        "console": {"connected": True, "pending": 0, "oldest_pending_age_s": None, "dead_letters": 0,
+                                    "last_error": None}}}
+    out = io.StringIO()
+    print_table(data, out)
+    lines = out.getvalue().splitlines()
+    assert any(l.startswith("city") and l.endswith("last error: connection refused by 127.0.0.1:1883") for l in lines)
+    assert not any(l.startswith("console") and "last error" in l for l in lines)
