@@ -102,6 +102,19 @@ def test_the_page_answers_401_without_the_token_off_127_0_0_1(site):
     page.close()
 
 
+def test_the_page_needs_nothing_but_the_gateway(site):
+    """No CDN, no font, no script: every request the browser makes goes to the gateway itself."""
+    context = site["browser"].new_context()
+    page = context.new_page()
+    urls = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(site["base"] + f"/?token={TOKEN}")
+    page.goto(site["base"] + "/check")
+    assert urls and all(u.startswith(site["base"] + "/") for u in urls), urls
+    assert page.locator("script").count() == 0
+    context.close()
+
+
 def test_values_on_the_page_are_the_last_readings(site, tmp_path):
     page = _page(site)
     wait_for(lambda: page.reload() and page.locator("#sensor-river-1 [data-id]").count(), 30,
