@@ -83,7 +83,10 @@ def cmd_check(args) -> int:
             print(problem, file=sys.stderr)
         log.error("%s: %d problem%s", args.config, len(exc.problems), "" if len(exc.problems) == 1 else "s")
         return 2
-    log.info("%s: valid (%d sensors, %d uplinks)", args.config, len(config.sensors), len(config.uplinks))
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+    log.info("%s: valid (%d sensors, %d uplinks)%s", args.config, len(config.sensors), len(config.uplinks),
+             f", {len(config.warnings)} warning{'s' if len(config.warnings) > 1 else ''}" if config.warnings else "")
     return 0
 
 
@@ -179,6 +182,15 @@ def cmd_drivers(args) -> int:
         print(f"{name}  {cls.summary}".rstrip())
         for line in describe_keys(cls.Options, skip=base):
             print("    " + line)
+    from gateway.config import UPLINK_TYPES, ServiceSection, WebSection
+    print("\nUplinks (uplinks: - name: ..., type: TYPE, and these keys):")
+    for kind, model in UPLINK_TYPES.items():
+        print(f"\n{kind}  {(model.__doc__ or '').strip().splitlines()[0] if model.__doc__ else ''}".rstrip())
+        for line in describe_keys(model, skip={"name", "type"}):
+            print("    " + line)
+    print("\nservice: (how the daemon lives on the Pi)")
+    for line in describe_keys(ServiceSection, skip={"web"}) + ["web:"] + ["    " + x for x in describe_keys(WebSection)]:
+        print("    " + line)
     return 0
 
 

@@ -59,13 +59,40 @@ def _key_error(key: str, message: str) -> PydanticCustomError:
     return PydanticCustomError("key_error", message, {"key": key})
 
 
+class WebSection(Strict):
+    """The on-site page (gateway/web.py). Off unless `service.web` is there."""
+
+    listen: str = Field("127.0.0.1:8080", description="host:port ([::1]:port for IPv6); "
+                        "anything but 127.0.0.1 or ::1 needs token_file")
+    token_file: SecretFile | None = Field(None, description="the page's access token (a file, like every secret)")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65_535:
+            raise ValueError(f"write host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080 (got {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _token(self) -> "WebSection":
+        host = self.listen.rpartition(":")[0].strip("[]")
+        if host not in ("127.0.0.1", "::1") and self.token_file is None:
+            raise _key_error("listen", f"the page on {host} can be reached from other machines: "
+                             "give token_file (only 127.0.0.1 and ::1 go without)")
+        return self
+
+
 class ServiceSection(Strict):
-    """How the daemon lives on the Pi: status socket, metrics, clock trust."""
+    """How the daemon lives on the Pi: status socket, metrics, clock trust, on-site page."""
 
     status_socket: Path | None = Field(None, description="default: beside the buffer, <buffer>.sock")
     metrics_port: int | None = Field(None, ge=1, le=65_535, description="Prometheus on 127.0.0.1; off when unset")
     clock_check: Literal["auto", "kernel", "build-time", "off"] = "auto"
     clock_hold: Duration = Field(300.0, description="hold deliveries at most this long while the clock is unsynced")
+    web: WebSection | None = Field(None, description="the on-site page; off when absent")
+    unhealthy_after: Duration = Field(900.0, description="a sensor failing this long makes /healthz answer 503 "
+                                      "(the watchdog is not affected: a restart fixes no sensor)")
 
 
 def _check_url(url: str, schemes: tuple[str, ...]) -> str:
@@ -258,6 +285,7 @@ class Config(BaseModel):
     uplinks: list[UplinkBase] = []
     sensors: list[SensorOptions] = []
     source: str = "<config>"
+    warnings: list[str] = []  # `FILE:LINE: key.path: warning: ...` (gateway/config_warnings.py)
 
     def sensor(self, sensor_id: str) -> SensorOptions:
         for s in self.sensors:
@@ -475,6 +503,8 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     _cross_checks(config, out)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line))
+    from gateway.config_warnings import config_warnings
+    config.warnings = config_warnings(config, file, lines.line_of)
     return config
 
 

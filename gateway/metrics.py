@@ -78,12 +78,20 @@ class GatewayCollector:
                                 value=1 if refused else 0)
 
 
+def failing_sensors(snap: dict, limit: float) -> list[str]:
+    """Sensors not reading for longer than `limit` seconds, as /healthz problems."""
+    return [f"sensor {sid}: {s['state']} for {s['state_for_s']:.0f}s ({s['detail'] or 'no detail'})"
+            for sid, s in snap["sensors"].items()
+            if s["state"] not in ("ok", "starting") and s.get("state_for_s", 0) > limit]
+
+
 class MetricsServer:
     """`snapshot` and `problems` come from the health view (gateway/health.py)."""
 
     def __init__(self, snapshot: Callable[[], dict], problems: Callable[[], list[str]], port: int,
-                 host: str = "127.0.0.1"):
-        self.problems = problems
+                 host: str = "127.0.0.1", unhealthy_after: float = 900.0):
+        self.snapshot, self.problems = snapshot, problems
+        self.unhealthy_after = unhealthy_after  # a sensor failing longer makes /healthz unhealthy
         self.host, self.port = host, port
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(snapshot))
@@ -139,7 +147,7 @@ class MetricsServer:
         elif path == "/metrics":
             code, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
         elif path == "/healthz":
-            problems = self.problems()
+            problems = self.problems() + failing_sensors(self.snapshot(), self.unhealthy_after)
             code = "503 Service Unavailable" if problems else "200 OK"
             ctype, body = "text/plain", ("\n".join(problems) if problems else "ok").encode() + b"\n"
         else:

@@ -55,6 +55,7 @@ class SensorSupervisor:
         self._releasing: dict[str, object] = {}  # sensor id -> its removed runner's pending close (reload)
         self.readings_total = 0
         self.refused_total = 0
+        self.on_reading: Callable[[Reading], None] | None = None  # each reading as appended (the on-site page)
 
     # --- building, starting, stopping ------------------------------------------------------------
 
@@ -117,6 +118,8 @@ class SensorSupervisor:
         if reading.quality == "error":
             self._error_readings[reading.sensor] = self._error_readings.get(reading.sensor, 0) + 1
         self.readings_total += 1
+        if self.on_reading is not None:
+            self.on_reading(reading)
 
     def _refused(self, reading: Reading, exc: Exception) -> None:
         self.refused_total += 1

@@ -75,6 +75,7 @@ class Gateway:
         self.health: HealthView | None = None  # the parts exist once run() opened the buffer
         self.sensors: SensorSupervisor | None = None
         self.uplinks: UplinkSupervisor | None = None
+        self.web_server = None  # the on-site page (gateway/web.py), when service.web is set
 
     def _changed(self) -> None:
         if self.health is not None:
@@ -169,8 +170,11 @@ class Gateway:
         await self.status_server.start()
         self.metrics_server = None
         if cfg.service.metrics_port:
-            self.metrics_server = MetricsServer(self.health.snapshot, self.health.problems, cfg.service.metrics_port)
+            self.metrics_server = MetricsServer(self.health.snapshot, self.health.problems, cfg.service.metrics_port,
+                                                unhealthy_after=cfg.service.unhealthy_after)
             await self.metrics_server.start()
+        if cfg.service.web is not None:
+            await self._start_web(cfg.service.web)
         log.info("gateway %s running: %d sensors, %d uplinks (%s), buffer %s", cfg.gateway.id, len(cfg.sensors),
                  len(cfg.uplinks), ", ".join(f"{u.name}:{u.type}" for u in cfg.uplinks) or "none", cfg.storage.path)
         self._started = True
@@ -189,6 +193,8 @@ class Gateway:
         await self.tasks.stop_all(["commit", "clock", "watchdog", "health"])
         await self.uplinks.stop_all()
         await self.status_server.stop()
+        if self.web_server is not None:
+            await self.web_server.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         self.stamp.flush()
@@ -197,6 +203,19 @@ class Gateway:
         self.notifier.close()
         log_stop(closed, len(self.stamp.held) + self.stamp.lost)
         return 0
+
+    async def _start_web(self, settings) -> None:
+        from gateway import logring
+        from gateway.history import RecentHistory, history_path
+        from gateway.web import WebServer
+        ring = next((h for h in logging.getLogger().handlers if isinstance(h, logring.LogRing)), None)
+        ring = ring or logring.install()
+        history = RecentHistory(history_path(self.config.storage.path))
+        self.sensors.on_reading = history.add  # the plots' own table, never the delivery buffer
+        self.web_server = WebServer.from_settings(
+            settings, snapshot=self.health.snapshot, history=history, log_lines=ring.lines,
+            sensor_options=lambda sid: next((s for s in self.config.sensors if s.id == sid), None))
+        await self.web_server.start()
 
     def request_stop(self, why: str = "request") -> None:
         if not self.stopping.is_set():

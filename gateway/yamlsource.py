@@ -119,6 +119,42 @@ class _BoundedLoader(yaml.SafeLoader):
         return node
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _content(line: str) -> str:
+    return line.split(" #", 1)[0].strip() if not line.lstrip().startswith("#") else ""
+
+
+def _plain_words(exc: yaml.YAMLError, text: str) -> tuple[int, str] | None:
+    """The indentation mistakes a technician makes, as (line, what to fix) instead of the
+    parser's grammar ("expected <block end>", "mapping values are not allowed here")."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None) or ""
+    if mark is None:
+        return None
+    lines = text.splitlines()
+    n = min(mark.line, len(lines) - 1)
+    if n < 0:
+        return None
+    above = next((i for i in range(n - 1, -1, -1) if _content(lines[i])), None)
+    here, indent = n + 1, _indent(lines[n])
+    if problem.startswith("expected <block end>"):
+        where = f" (line {above + 1} starts at column {_indent(lines[above]) + 1})" if above is not None else ""
+        return here, (f"line {here} is indented to column {indent + 1}, which lines up with no section above it"
+                      f"{where}: the keys of one section start in the same column, and a list's '- ' items "
+                      "one step under their key; indent with spaces")
+    if problem.startswith("mapping values are not allowed") or problem.startswith("could not find expected ':'"):
+        if above is not None and ":" not in _content(lines[above]) and not _content(lines[above]).startswith("-"):
+            return above + 1, f"line {above + 1} has no ':' after its key: write key: value"
+        if above is not None and indent > _indent(lines[above]) and not _content(lines[above]).endswith(":"):
+            return here, (f"line {here} is indented deeper than line {above + 1}, which already has a value: "
+                          f"a key of the same section starts in the same column ({_indent(lines[above]) + 1}); "
+                          "only the keys under a key without a value go one step deeper")
+        return here, "a value with ': ' in it must be in quotes, e.g. name: \"a: b\""
+    return None
+
+
 def _compose(text: str, file: str) -> tuple[yaml.Node | None, list[Problem]]:
     if len(text) > MAX_BYTES:
         return None, [Problem(file, 1, "(file)", f"the config is larger than {MAX_BYTES // 1024} KiB")]
@@ -128,6 +164,9 @@ def _compose(text: str, file: str) -> tuple[yaml.Node | None, list[Problem]]:
     except _LimitError as exc:
         return None, [Problem(file, exc.problem_mark.line + 1, "(yaml)", exc.problem)]
     except yaml.YAMLError as exc:
+        plain = _plain_words(exc, text) if "'\\t'" not in str(exc) else None
+        if plain is not None:
+            return None, [Problem(file, plain[0], "(yaml)", f"not valid YAML: {plain[1]}")]
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         # "unexpected end of stream" points one past the last line; editors want a real line.
         line = min(mark.line + 1, len(text.splitlines()) or 1) if mark else 1

@@ -181,7 +181,7 @@ def test_ruuvi_distance_uses_the_configured_1m_power_and_exponent():
     agg = Aggregator()
     [beacon] = agg.window([adv("CB:B8:33:4C:88:4F", -80, mfr={"1177": RUUVI})])
     values = summary_values(beacon, -59, 3.0)
-    assert values["tx_power"].value == -59 and values["distance"].value == 5.01  # vectors.json: -59/-80, n=3
+    assert values["tx_power"].value == -59 and values["distance"].value == 5.01  # the log-distance model: -59/-80, n=3
     assert values["battery"].value == 2.977 and values["air_pressure"].value == 1000.44
 
 

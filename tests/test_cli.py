@@ -112,3 +112,12 @@ def test_common_options_work_before_and_after_the_command(tmp_path, capfd):
     assert capfd.readouterr().err == ""  # the verdict is an info record, hidden at warning
     assert cli.main(["check", "-c", str(file), "--log-format", "json"]) == 0
     assert json.loads(capfd.readouterr().err)["level"] == "info"
+
+
+def test_drivers_lists_uplink_and_service_keys_too(capfd):
+    assert cli.main(["drivers"]) == 0
+    out = capfd.readouterr().out
+    uplinks = out[out.index("Uplinks"):]
+    for needle in ("\nmqtt", "password_file   secret file", "\nngsi-ld", "token_file", "\nconsole", "service:",
+                   "unhealthy_after", "web:", "listen"):
+        assert needle in uplinks, needle

@@ -24,7 +24,8 @@ from gateway.sdk.driver import DeviceError, Driver, SensorOptions
 from drivers.ble_beacon.advert import Advertisement
 from drivers.ble_beacon.aggregate import Aggregator, canonical_id, summary_values
 from drivers.ble_beacon.scanners import REPLAY_PREFIX, Scanner, open_scanner
-from gateway.sdk.fields import FILE_MAX, ReadableFile, Strict, read_regular
+from gateway.sdk.fields import (FILE_MAX, CredentialFile, Strict, credential_source, not_there_yet,
+                                read_regular)
 from gateway.sdk.pseudonym import pseudonym
 from gateway.sdk.reading import Reading, Value
 
@@ -58,13 +59,13 @@ def read_salt(path: Path) -> bytes:
     The same rules at load and at every open: an emptied or weakened salt would
     turn the pseudonyms into HMACs anyone can reverse from a list of candidate
     MACs, so it is a ValueError, never a key."""
-    salt = read_regular(path, FILE_MAX, "salt_file").strip()
+    salt = read_regular(credential_source(path), FILE_MAX, "salt_file").strip()
     if len(salt) < MIN_SALT_BYTES:
         raise ValueError(f"salt_file {path} holds fewer than {MIN_SALT_BYTES} bytes; make one with: {MAKE_SALT}")
     if _trivially_weak(salt):
         raise ValueError(f"salt_file {path} is trivially weak (a repeated or counting pattern); "
                          f"make one with: {MAKE_SALT}")
-    if os.stat(path).st_mode & stat.S_IROTH:
+    if os.stat(credential_source(path)).st_mode & stat.S_IROTH:
         raise ValueError(f"salt_file {path} is readable by every user; chmod 600 it "
                          "(or 640 with the gateway's group)")
     return salt
@@ -89,7 +90,7 @@ class BatteryRange(Strict):
 class BleBeaconOptions(SensorOptions):
     adapter: str = Field("hci0", description="a BlueZ adapter (hci0) or replay:FILE (a recorded replay)")
     allow: list[BeaconId] | None = Field(None, description="report only these beacons: raw ids or MACs")
-    salt_file: ReadableFile | None = Field(
+    salt_file: CredentialFile | None = Field(
         None, description="HMAC key for the beacon pseudonyms (required unless publish_raw_ids)")
     publish_raw_ids: bool = Field(False, description="publish raw beacon ids instead of pseudonyms (not for people)")
     path_loss_exponent: float = Field(2.0, ge=1.0, le=6.0, description="n of the log-distance model (2 free space)")
@@ -116,7 +117,7 @@ class BleBeaconOptions(SensorOptions):
             if not self.publish_raw_ids:
                 raise ValueError("salt_file is required: beacon ids are published only as pseudonyms "
                                  "(or set publish_raw_ids: true for beacons that do not belong to people)")
-        else:
+        elif not not_there_yet(self.salt_file):  # the documented credentials path of a Pi not set up yet
             read_salt(self.salt_file)
         return self
 

@@ -12,7 +12,6 @@ company ids as decimal keys, bytes as hex, t in seconds from the start.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 

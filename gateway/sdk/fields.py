@@ -115,26 +115,66 @@ def _check_readable(value: object) -> Path:
     return path
 
 
+# systemd's LoadCredential= (systemd/city-edge-gateway.service) shows each file of the credentials directory
+# as /run/credentials/city-edge-gateway.service/secret_<file name>, but only while the service runs.
+CREDENTIALS_RUN = Path("/run/credentials/city-edge-gateway.service")
+CREDENTIALS_PREFIX = "secret_"
+
+
+def credentials_dir() -> Path:
+    return Path(os.environ.get("GATEWAY_CREDENTIALS_DIR", "/etc/city-edge-gateway/credentials"))
+
+
+def credential_source(path: Path) -> Path:
+    """Where a secret really is: the path itself, or for the documented credentials path outside the
+    service (`gateway check` at boot, in the installer, by hand) the file systemd loads it from."""
+    if path.parent == CREDENTIALS_RUN and path.name.startswith(CREDENTIALS_PREFIX) and not path.exists():
+        return credentials_dir() / path.name.removeprefix(CREDENTIALS_PREFIX)
+    return path
+
+
+def not_there_yet(path: Path) -> bool:
+    """True for the documented credentials path of a Pi not set up yet: the secret comes with the config
+    (boot partition, gateway-credentials/) or is put there later; `check` passes, the start will tell."""
+    source = credential_source(path)
+    if source == path:
+        return False
+    try:
+        return not source.exists()
+    except PermissionError:  # the credentials directory is root's: only root can look inside
+        return True
+
+
+def _check_credential(value: object) -> Path:
+    """A file that may live in the credentials directory (a salt: any bytes, not only a line of text)."""
+    path = _path_value(value)
+    if not not_there_yet(path):
+        read_regular(credential_source(path), FILE_MAX)
+    return path
+
+
 def _secret_text(path: Path) -> str:
     """A secret file's one line (its final newline dropped). A second line or a
     control character would end up in a header or a packet, and be logged."""
-    data = read_regular(path, SECRET_MAX, "secret file")
+    source = credential_source(path)
+    data = read_regular(source, SECRET_MAX, "secret file")
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise ValueError(f"secret file {path} is not UTF-8 text") from None
+        raise ValueError(f"secret file {source} is not UTF-8 text") from None
     if not text:
-        raise ValueError(f"secret file {path} is empty")
+        raise ValueError(f"secret file {source} is empty")
     if "\n" in text or "\r" in text:
-        raise ValueError(f"secret file {path} holds more than one line; a secret is one line")
+        raise ValueError(f"secret file {source} holds more than one line; a secret is one line")
     if not text.isprintable():
-        raise ValueError(f"secret file {path} holds control characters")
+        raise ValueError(f"secret file {source} holds control characters")
     return text
 
 
 def _check_secret(value: object) -> Path:
     path = _path_value(value)
-    _secret_text(path)
+    if not not_there_yet(path):
+        _secret_text(path)
     return path
 
 
@@ -153,6 +193,7 @@ Name = Annotated[str, BeforeValidator(_check_name)]
 Location = Annotated[tuple[float, float], BeforeValidator(_check_location)]
 ReadableFile = Annotated[Path, BeforeValidator(_check_readable)]
 SecretFile = Annotated[Path, BeforeValidator(_check_secret)]
+CredentialFile = Annotated[Path, BeforeValidator(_check_credential)]
 
 
 def read_secret(path: Path) -> str:
