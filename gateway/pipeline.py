@@ -9,14 +9,16 @@ every rule is testable with a table. Time comes from the reading
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import statistics
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable
 
 from drivers.base import AlertLevels, DistanceOptions, Driver, SensorOptions
+from gateway import pipeline_state
+from gateway.pipeline_state import SensorState
 from gateway.reading import Reading, Value
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,20 @@ DAY = 86_400.0
 JUMP_RESET = 3  # consecutive readings that agree on a new level make it the new baseline
 
 Latest = Callable[[str], Reading | None]  # sensor id -> its latest reading, or None
+Remember = Callable[[str, str | None], None]  # Buffer.remember: key, text (None forgets)
+# The options levels are derived with: when one changes, saved levels and windows no longer compare.
+MEASURING_KEYS = ("kind", "mount_height", "air_temperature", "temperature_from", "temperature_max_age",
+                  "median_window", "max_jump", "snowfall_deadband")
+
+
+def state_key(sensor_id: str) -> str:
+    return f"pipeline:{sensor_id}"
+
+
+def saved_state(recall: Callable[[str], dict[str, str]], sensor_id: str) -> str | None:
+    """The state kept for `sensor_id` (Buffer.recall matches a prefix: river-1 must not find river-10)."""
+    key = state_key(sensor_id)
+    return recall(key).get(key)
 
 
 # --- pure rules ----------------------------------------------------------------------------------
@@ -87,37 +103,31 @@ def rise_rate(history: list[tuple[float, float]]) -> float | None:
     """m/h: least-squares slope of (seconds, level) points; None with fewer than
     two distinct times. A fit, not two end points, so one noisy reading cannot
     fake a flood."""
-    if len(history) < 2 or history[-1][0] == history[0][0]:
+    if len(history) < 2:
         return None
     times, levels = zip(*history)
-    return statistics.linear_regression(times, levels).slope * HOUR
+    try:
+        return statistics.linear_regression(times, levels).slope * HOUR
+    except statistics.StatisticsError:  # times too close to tell apart
+        return None
 
 
 def window_sum(events: deque[tuple[float, float]], now: float, span: float) -> float:
     return sum((amount for t, amount in events if t > now - span), 0.0)
 
 
-# --- state ---------------------------------------------------------------------------------------
-
-@dataclass
-class SensorState:
-    stage: str = "normal"
-    last_level: float | None = None  # the last accepted (not suspect) raw level
-    suspect_run: list[float] = field(default_factory=list)  # consecutive jumped levels
-    recent: deque = field(default_factory=deque)  # accepted raw levels for the median
-    history: deque = field(default_factory=deque)  # river: (monotonic, filtered level) for the rise rate
-    snow_reference: float | None = None  # lowest depth since the last counted snowfall
-    snowfall: deque = field(default_factory=deque)  # (monotonic, m of new snow)
-    fast: bool = False
-
-
 class Pipeline:
     """One per sensor. `driver` says whether the device compensates for air
     temperature (default: looked up by the sensor's driver name); `latest`
-    gives other sensors' latest readings (for `temperature_from`)."""
+    gives other sensors' latest readings (for `temperature_from`).
+
+    State: `saved` is what `remember` last kept for this sensor (the buffer's
+    `pipeline:<sensor>`), restored with the first reading; after each reading the
+    new state goes to `remember`, which writes it in the same commit."""
 
     def __init__(self, options: SensorOptions, location: tuple[float, float] | None, *,
-                 driver: type[Driver] | None = None, latest: Latest | None = None):
+                 driver: type[Driver] | None = None, latest: Latest | None = None,
+                 remember: Remember | None = None, saved: str | None = None, boot: str = ""):
         self.options = options
         self.location = location
         if driver is None:
@@ -129,6 +139,10 @@ class Pipeline:
         self.driver = driver
         self.latest = latest or (lambda sensor_id: None)
         self.state: dict[str | None, SensorState] = {}
+        self.key = state_key(options.id)
+        self._remember = remember
+        self._saved, self._boot = saved, boot
+        self._measure = json.dumps([getattr(options, k, None) for k in MEASURING_KEYS], default=str)
         self._warned_no_temperature = False
         given = [k for k in ("air_temperature", "temperature_from") if getattr(options, k, None) is not None]
         if given and driver.temperature_compensated:
@@ -145,8 +159,18 @@ class Pipeline:
     def process(self, reading: Reading) -> Reading:
         reading.location = self.location
         if isinstance(self.options, DistanceOptions) and reading.kind in ("river_level", "snow_depth"):
+            if self._saved is not None:
+                self.state = pipeline_state.load(self._saved, reading, self._boot, self._measure)
+                self._saved = None
             self._distance(reading, self.state.setdefault(reading.device, SensorState()))
+            if self._remember is not None:
+                self._remember(self.key, pipeline_state.dump(self.state, reading, self._boot, self._measure))
         return reading
+
+    def forget(self) -> None:
+        """The sensor is gone from the config: drop its saved state."""
+        if self._remember is not None:
+            self._remember(self.key, None)
 
     # --- distance sensors --------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.delivery import Delivery
 from gateway.ids import IdGenerator
 from gateway.notify import Notifier
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, saved_state, state_key
+from gateway.pipeline_state import boot_id
 from gateway.reading import Reading, epoch_ms
 from gateway.scheduler import SensorRunner
 from gateway.uplinks import make_transport
@@ -94,7 +95,8 @@ class Gateway:
     def _make_runner(self, options) -> SensorRunner:
         driver = registry.load(options.driver)(options)
         self.pipelines[options.id] = Pipeline(options, self.config.location_of(options), driver=type(driver),
-                                              latest=self.latest.get)
+                                              latest=self.latest.get, remember=self.buffer.remember,
+                                              saved=saved_state(self.buffer.recall, options.id), boot=self.boot)
         runner = SensorRunner(driver, self.accept, self.buffer.set_sensor_state)
         return runner
 
@@ -105,12 +107,14 @@ class Gateway:
         self.runners[options.id] = runner
         self.sensor_tasks[options.id] = asyncio.create_task(runner.run(), name=f"sensor-{options.id}")
 
-    async def _stop_sensor(self, sensor_id: str) -> None:
+    async def _stop_sensor(self, sensor_id: str, *, removed: bool = False) -> None:
         task = self.sensor_tasks.pop(sensor_id)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         self.runners.pop(sensor_id, None)
-        self.pipelines.pop(sensor_id, None)
+        pipeline = self.pipelines.pop(sensor_id, None)
+        if removed and pipeline is not None:
+            pipeline.forget()  # a changed sensor's new pipeline takes the state over instead
 
     async def _start_uplink(self, u) -> None:
         transport = make_transport(u, self.config.gateway.id, self.config)
@@ -150,6 +154,11 @@ class Gateway:
                              max_readings=cfg.storage.max_readings,
                              durability=cfg.storage.durability, commit_rows=cfg.storage.commit_rows)
         self.ids = IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path))
+        self.boot = boot_id()
+        configured = {state_key(s.id) for s in cfg.sensors}
+        for key in self.buffer.recall(state_key("")):  # state of sensors removed while the daemon was stopped
+            if key not in configured:
+                self.buffer.remember(key, None)
         self._first_seq = self.buffer.last_seq + 1  # monotonic times are only comparable within this run
         self.clock_synced = self.clock.synced()
         self._clock_trusted = asyncio.Event()
@@ -377,7 +386,7 @@ class Gateway:
                 log.info("uplink %s %s", name, "changed" if name in old_u else "added")
         for sid, s in old_s.items():
             if new_s.get(sid) != s:
-                await self._stop_sensor(sid)
+                await self._stop_sensor(sid, removed=sid not in new_s)
                 if sid not in new_s:
                     log.info("sensor %s removed", sid)
         for sid, (options, _) in new_s.items():

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from drivers.base import DistanceOptions, Driver
 from gateway.config import ConfigError, parse_config
-from gateway.pipeline import Pipeline, alert_stage, corrected_distance, removal_stage, speed_of_sound
+from gateway.pipeline import Pipeline, alert_stage, corrected_distance, removal_stage, rise_rate, speed_of_sound
 from gateway.reading import Reading, Value
 
 LEVELS = {"standby": 1.5, "caution": 2.0, "evacuation": 2.5, "danger": 3.0}
@@ -350,3 +350,8 @@ def test_fuzz_pipeline_never_raises_and_keeps_its_rules(kind, points):
 def test_non_finite_distance_is_an_error_not_nan_in_json():
     (r,) = feed(river(), [(0, float("nan"))])
     assert r.quality == "error" and r.error == "distance is nan" and "distance" not in r.values
+
+
+@pytest.mark.parametrize("history", [[(0.0, 1.0)], [(5.0, 1.0), (5.0, 1.2)], [(0.0, 0.0), (1.3858733721360243e-249, 0.0)]])
+def test_rise_rate_of_indistinguishable_times_is_unknown(history):
+    assert rise_rate(history) is None
