@@ -46,6 +46,14 @@ def saved_state(recall: Callable[[str], dict[str, str]], sensor_id: str) -> str 
     return recall(key).get(key)
 
 
+def forget_other_sensors(recall: Callable[[str], dict[str, str]], remember: Remember, sensor_ids) -> None:
+    """Drop the state of sensors no longer configured (removed while the daemon was stopped)."""
+    keep = {state_key(i) for i in sensor_ids}
+    for key in recall(state_key("")):
+        if key not in keep:
+            remember(key, None)
+
+
 # --- pure rules ----------------------------------------------------------------------------------
 
 def speed_of_sound(temp_c: float) -> float:

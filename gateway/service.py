@@ -26,7 +26,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.delivery import Delivery
 from gateway.ids import IdGenerator
 from gateway.notify import Notifier
-from gateway.pipeline import Pipeline, saved_state, state_key
+from gateway.pipeline import Pipeline, forget_other_sensors, saved_state
 from gateway.pipeline_state import boot_id
 from gateway.reading import Reading, epoch_ms
 from gateway.scheduler import SensorRunner
@@ -155,10 +155,7 @@ class Gateway:
                              durability=cfg.storage.durability, commit_rows=cfg.storage.commit_rows)
         self.ids = IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path))
         self.boot = boot_id()
-        configured = {state_key(s.id) for s in cfg.sensors}
-        for key in self.buffer.recall(state_key("")):  # state of sensors removed while the daemon was stopped
-            if key not in configured:
-                self.buffer.remember(key, None)
+        forget_other_sensors(self.buffer.recall, self.buffer.remember, [s.id for s in cfg.sensors])
         self._first_seq = self.buffer.last_seq + 1  # monotonic times are only comparable within this run
         self.clock_synced = self.clock.synced()
         self._clock_trusted = asyncio.Event()
