@@ -19,7 +19,7 @@ import signal
 import time
 from pathlib import Path
 
-from gateway import registry
+from gateway import catalogue, registry
 from gateway.buffer import Buffer
 from gateway.clock import Clock, SystemClock, corrected
 from gateway.config import Config, ConfigError, load_config
@@ -117,7 +117,7 @@ class Gateway:
             pipeline.forget()  # a changed sensor's new pipeline takes the state over instead
 
     async def _start_uplink(self, u) -> None:
-        transport = make_transport(u, self.config.gateway.id, self.config)
+        transport = make_transport(u, self.config.gateway.id, self.catalogue)
         await transport.start()
         delivery = Delivery(self.buffer, transport, getattr(u, "reconnect_max", 30.0))
         self.transports[u.name] = transport
@@ -164,6 +164,7 @@ class Gateway:
         else:
             log.warning("the clock is not synchronised: readings are flagged \"clock\": \"unsynced\" and their "
                         "times corrected once it is; deliveries wait for it up to %gs", cfg.service.clock_hold)
+        self.catalogue = catalogue.from_config(cfg)  # what uplinks know of the sensors; replaced in place on reload
         for u in cfg.uplinks:
             await self._start_uplink(u)
         for options in cfg.sensors:
@@ -367,17 +368,15 @@ class Gateway:
         old_s = {s.id: (s, old.location_of(s)) for s in old.sensors}
         new_s = {s.id: (s, new.location_of(s)) for s in new.sensors}
         self.config = new
-        # An uplink that reads sensor options (NGSI-LD: alert levels) restarts when the sensors change.
-        sensors_changed = old_s != new_s
-        needs_sensors = {name for name, u in new_u.items() if u.type == "ngsi-ld" and sensors_changed}
+        self.catalogue.replace(catalogue.from_config(new))  # uplinks see sensor changes without a restart
         for name, u in old_u.items():
-            if new_u.get(name) != u or name in needs_sensors:
+            if new_u.get(name) != u:
                 await self._stop_uplink(name)
                 if name not in new_u:
                     self.buffer.remove_uplink(name)
                     log.info("uplink %s removed", name)
         for name, u in new_u.items():
-            if old_u.get(name) != u or name in needs_sensors:
+            if old_u.get(name) != u:
                 self.buffer.add_uplink(name)
                 await self._start_uplink(u)
                 log.info("uplink %s %s", name, "changed" if name in old_u else "added")
