@@ -16,10 +16,10 @@ import statistics
 from collections import deque
 from typing import Callable
 
-from drivers.base import AlertLevels, DistanceOptions, Driver, SensorOptions
 from gateway import pipeline_state
 from gateway.pipeline_state import SensorState
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import AlertLevels, DistanceOptions, Driver, SensorOptions
+from gateway.sdk.reading import Reading, Value
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.reading import Reading
+from gateway.sdk.reading import Reading
 
 log = logging.getLogger(__name__)
 

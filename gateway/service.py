@@ -28,7 +28,7 @@ from gateway.ids import IdGenerator
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline, forget_other_sensors, saved_state
 from gateway.pipeline_state import boot_id
-from gateway.reading import Reading, epoch_ms
+from gateway.sdk.reading import Reading, epoch_ms
 from gateway.scheduler import SensorRunner
 from gateway.uplinks import make_transport
 

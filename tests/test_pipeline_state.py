@@ -11,10 +11,10 @@ import logging
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from drivers.base import DistanceOptions, Driver
+from gateway.sdk.driver import DistanceOptions, Driver
 from gateway.buffer import Buffer
 from gateway.pipeline import Pipeline, saved_state
-from gateway.reading import Reading, Value
+from gateway.sdk.reading import Reading, Value
 
 LEVELS = {"standby": 1.5, "caution": 2.0, "evacuation": 2.5, "danger": 3.0}
 BOOT = "boot-a"
