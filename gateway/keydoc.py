@@ -58,12 +58,27 @@ def _default(field: FieldInfo) -> str:
     return f"default {value!r}"
 
 
-def describe_keys(model: type[BaseModel], skip: set[str] = frozenset()) -> list[str]:
+def unit_of(field: FieldInfo) -> str | None:
+    """The unit a key is in (`json_schema_extra={"unit": "m"}` on its Field), or None."""
+    extra = field.json_schema_extra
+    return extra.get("unit") if isinstance(extra, dict) else None
+
+
+def type_text(field: FieldInfo) -> str:
+    """What a key takes, with its range and unit: e.g. `number > 0 <= 10 m`."""
+    unit = unit_of(field)
+    return _type_name(field.annotation, list(field.metadata)) + (f" {unit}" if unit else "")
+
+
+def describe_keys(model: type[BaseModel], skip: set[str] = frozenset(), first: list[str] = ()) -> list[str]:
+    """One line per key; the keys in `first` lead, in that order."""
+    keys = [k for k in first if k in model.model_fields] + [k for k in model.model_fields if k not in first]
     rows = []
-    for key, field in model.model_fields.items():
+    for key in keys:
+        field = model.model_fields[key]
         if key in skip:
             continue
-        rows.append((key, _type_name(field.annotation, list(field.metadata)), _default(field), field.description or ""))
+        rows.append((key, type_text(field), _default(field), field.description or ""))
     if not rows:
         return ["(no keys of its own)"]
     width = [max(len(r[i]) for r in rows) for i in range(3)]

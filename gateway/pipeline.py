@@ -18,7 +18,8 @@ from typing import Callable
 
 from gateway import pipeline_state
 from gateway.pipeline_state import SensorState
-from gateway.sdk.driver import AlertLevels, DistanceOptions, Driver, SensorOptions
+from gateway.pipeline_options import AlertLevels, DistanceRules, is_distance
+from gateway.sdk.driver import SensorOptions
 from gateway.sdk.reading import Reading, Value
 
 log = logging.getLogger(__name__)
@@ -125,26 +126,19 @@ def window_sum(events: deque[tuple[float, float]], now: float, span: float) -> f
 
 
 class Pipeline:
-    """One per sensor. `driver` says whether the device compensates for air
-    temperature (default: looked up by the sensor's driver name); `latest`
-    gives other sensors' latest readings (for `temperature_from`).
+    """One per sensor. What it needs to know of the device (does it compensate
+    for air temperature, what speed of sound it assumed) comes with each
+    reading; `latest` gives other sensors' latest readings (for `temperature_from`).
 
     State: `saved` is what `remember` last kept for this sensor (the buffer's
     `pipeline:<sensor>`), restored with the first reading; after each reading the
     new state goes to `remember`, which writes it in the same commit."""
 
     def __init__(self, options: SensorOptions, location: tuple[float, float] | None, *,
-                 driver: type[Driver] | None = None, latest: Latest | None = None,
-                 remember: Remember | None = None, saved: str | None = None, boot: str = ""):
+                 latest: Latest | None = None, remember: Remember | None = None, saved: str | None = None,
+                 boot: str = ""):
         self.options = options
         self.location = location
-        if driver is None:
-            from gateway import registry  # late: the registry is only needed when no class is given
-            try:
-                driver = registry.load(options.driver)
-            except registry.DriverLoadError:  # a validated config always loads; a bare test object may not
-                driver = Driver
-        self.driver = driver
         self.latest = latest or (lambda sensor_id: None)
         self.state: dict[str | None, SensorState] = {}
         self.key = state_key(options.id)
@@ -152,10 +146,8 @@ class Pipeline:
         self._saved, self._boot = saved, boot
         self._measure = json.dumps([getattr(options, k, None) for k in MEASURING_KEYS], default=str)
         self._warned_no_temperature = False
-        given = [k for k in ("air_temperature", "temperature_from") if getattr(options, k, None) is not None]
-        if given and driver.temperature_compensated:
-            log.warning("sensor %s: driver %s compensates for air temperature itself; %s not used",
-                        options.id, options.driver, " and ".join(given))
+        self._unused_temperature = [k for k in ("air_temperature", "temperature_from")
+                                    if getattr(options, k, None) is not None]
 
     @property
     def interval_override(self) -> float | None:
@@ -166,7 +158,7 @@ class Pipeline:
 
     def process(self, reading: Reading) -> Reading:
         reading.location = self.location
-        if isinstance(self.options, DistanceOptions) and reading.kind in ("river_level", "snow_depth"):
+        if is_distance(self.options) and reading.kind in ("river_level", "snow_depth"):
             if self._saved is not None:
                 self.state = pipeline_state.load(self._saved, reading, self._boot, self._measure)
                 self._saved = None
@@ -199,7 +191,7 @@ class Pipeline:
         return o.air_temperature
 
     def _distance(self, r: Reading, state: SensorState) -> None:
-        o: DistanceOptions = self.options  # type: ignore[assignment]
+        o: DistanceRules = self.options  # type: ignore[assignment]
         distance = r.value("distance")
         if not isinstance(distance, (int, float)) or isinstance(distance, bool) or r.quality == "error":
             self._stage_value(r, state)
@@ -209,10 +201,12 @@ class Pipeline:
             r.quality, r.error = "error", r.error or f"distance is {distance}"
             self._stage_value(r, state)
             return
-        if not self.driver.temperature_compensated:
+        if r.temperature_compensated:
+            self._warn_unused_temperature()
+        else:
             temp = self.air_temperature(r.monotonic)
             if temp is not None:
-                distance = round(corrected_distance(distance, temp, self.driver.assumed_sound_speed), 4)
+                distance = round(corrected_distance(distance, temp, r.assumed_sound_speed), 4)
                 r.values["distance"] = Value(distance, "m")
                 r.values.setdefault("air_temperature", Value(round(temp, 2), "°C"))
         if o.mount_height is None:
@@ -228,10 +222,16 @@ class Pipeline:
                 self._snow(r, state, level)
         self._stage_value(r, state)
 
+    def _warn_unused_temperature(self) -> None:
+        if self._unused_temperature:  # once: the device says so with every reading
+            log.warning("sensor %s: the %s device compensates for air temperature itself; %s not used",
+                        self.options.id, self.options.driver, " and ".join(self._unused_temperature))
+            self._unused_temperature = []
+
     def _plausible(self, r: Reading, state: SensorState, raw: float) -> float:
         """Marks jumps `suspect` (published, never dropped, kept out of the
         filters); returns the median-filtered level of accepted readings."""
-        o: DistanceOptions = self.options  # type: ignore[assignment]
+        o: DistanceRules = self.options  # type: ignore[assignment]
         if r.quality == "ok" and is_jump(state.last_level, raw, o.max_jump):
             run = state.suspect_run
             if run and abs(raw - run[-1]) > o.max_jump:
@@ -255,7 +255,7 @@ class Pipeline:
         return round(statistics.median(state.recent), 4)
 
     def _river(self, r: Reading, state: SensorState, level: float) -> None:
-        o: DistanceOptions = self.options  # type: ignore[assignment]
+        o: DistanceRules = self.options  # type: ignore[assignment]
         state.history.append((r.monotonic, level))
         while state.history and state.history[0][0] < r.monotonic - o.rise_window:
             state.history.popleft()
@@ -268,7 +268,7 @@ class Pipeline:
             state.fast = state.stage != "normal" or (rate is not None and rate > o.rise_rate)
 
     def _snow(self, r: Reading, state: SensorState, depth: float) -> None:
-        o: DistanceOptions = self.options  # type: ignore[assignment]
+        o: DistanceRules = self.options  # type: ignore[assignment]
         now = r.monotonic
         # New snow only: count a gain over the lowest depth since the last counted
         # snowfall once it clears the dead band; settling and melt lower the reference.

@@ -94,7 +94,7 @@ class Gateway:
 
     def _make_runner(self, options) -> SensorRunner:
         driver = registry.load(options.driver)(options)
-        self.pipelines[options.id] = Pipeline(options, self.config.location_of(options), driver=type(driver),
+        self.pipelines[options.id] = Pipeline(options, self.config.location_of(options),
                                               latest=self.latest.get, remember=self.buffer.remember,
                                               saved=saved_state(self.buffer.recall, options.id), boot=self.boot)
         runner = SensorRunner(driver, self.accept, self.buffer.set_sensor_state)

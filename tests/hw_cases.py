@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from gateway.sdk.driver import Driver
+from gateway.config import sensor_model
 from gateway.pipeline import Pipeline
 from gateway.sdk.reading import Reading
 
@@ -31,13 +32,13 @@ def load(folder: Path) -> tuple[dict, object]:
 
 
 def options(driver: type[Driver], keys: dict, **base):
-    return driver.Options.model_validate({"id": "case", "driver": driver.name or "x", "interval": "1s", **base, **keys})
+    return sensor_model(driver).model_validate({"id": "case", "driver": driver.name or "x", "interval": "1s", **base, **keys})
 
 
 def run(driver_cls: type[Driver], opts, reads: int) -> list[Reading]:
     """Open the driver, read `reads` times, pass every reading through the pipeline."""
     driver = driver_cls(opts)
-    pipeline = Pipeline(opts, None, driver=driver_cls)
+    pipeline = Pipeline(opts, None)
     driver.open()
     try:
         return [pipeline.process(r) for _ in range(reads) for r in driver.read(opts.read_timeout)]

@@ -11,7 +11,8 @@ import logging
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gateway.sdk.driver import DistanceOptions, Driver
+from gateway.pipeline_options import compose
+from gateway.sdk.driver import DistanceOptions
 from gateway.buffer import Buffer
 from gateway.pipeline import Pipeline, saved_state
 from gateway.sdk.reading import Reading, Value
@@ -20,12 +21,8 @@ LEVELS = {"standby": 1.5, "caution": 2.0, "evacuation": 2.5, "danger": 3.0}
 BOOT = "boot-a"
 
 
-class SelfCompensating(Driver):
-    temperature_compensated = True
-
-
 def options(**keys) -> DistanceOptions:
-    return DistanceOptions.model_validate({"id": "s-1", "driver": "test", "interval": "60s", **keys})
+    return compose(DistanceOptions).model_validate({"id": "s-1", "driver": "test", "interval": "60s", **keys})
 
 
 def snow_keys(**keys) -> dict:
@@ -42,7 +39,7 @@ def reading(t: float, distance: float, kind: str, wall: float | None = None, syn
 
 
 def pipeline(buffer: Buffer, boot: str = BOOT, **keys) -> Pipeline:
-    return Pipeline(options(**keys), None, driver=SelfCompensating, remember=buffer.remember,
+    return Pipeline(options(**keys), None, remember=buffer.remember,
                     saved=saved_state(buffer.recall, "s-1"), boot=boot)
 
 
@@ -154,7 +151,7 @@ def test_state_is_remembered_with_each_reading_and_forgotten_with_the_sensor(buf
 
 
 def test_a_sensor_without_rules_remembers_nothing(buffer):
-    p = Pipeline(options(id="s-1"), None, driver=SelfCompensating, remember=buffer.remember)
+    p = Pipeline(options(id="s-1"), None, remember=buffer.remember)
     p.process(Reading(sensor="s-1", kind="environment", values={"air_temperature": Value(3.0, "°C")}))
     assert buffer.recall("pipeline:") == {}
 
@@ -180,8 +177,8 @@ def test_fuzz_a_restart_anywhere_changes_no_published_value(kind, cut, points):
         return out
 
     points = sorted(points, key=lambda p: p[0])
-    straight = run(Pipeline(options(**keys), None, driver=SelfCompensating), points)
-    first = run(Pipeline(options(**keys), None, driver=SelfCompensating, remember=remember, boot=BOOT), points[:cut])
-    again = Pipeline(options(**keys), None, driver=SelfCompensating, remember=remember, saved=memo.get("pipeline:s-1"),
+    straight = run(Pipeline(options(**keys), None), points)
+    first = run(Pipeline(options(**keys), None, remember=remember, boot=BOOT), points[:cut])
+    again = Pipeline(options(**keys), None, remember=remember, saved=memo.get("pipeline:s-1"),
                      boot=BOOT)
     assert first + run(again, points[cut:]) == straight

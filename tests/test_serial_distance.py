@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers import a02yyuw, maxbotix, sr50a
+from gateway.config import sensor_model
 from gateway.sdk.driver import DeviceError
 from hil.distance_devices import A02yyuwDevice, MaxbotixDevice, Scene, Sr50aDevice, sr50a_packet
 from hil.models import speed_of_sound
@@ -27,7 +28,7 @@ SHARED_VECTORS = next((p for p in (Path(__file__).resolve().parents[2] / "shared
 
 def make(name: str, port: str = "/dev/null", **options):
     cls = DRIVERS[name]
-    return cls(cls.Options(id=f"t-{name}", driver=name, interval="1s", port=port, **options))
+    return cls(sensor_model(cls)(id=f"t-{name}", driver=name, interval="1s", port=port, **options))
 
 
 # --- testcases ---------------------------------------------------------------------------------------

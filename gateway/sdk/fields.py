@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic_core import PydanticCustomError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -115,3 +116,10 @@ class Strict(BaseModel):
     """Every config section: unknown keys are errors, typos must not pass silently."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def key_error(key: str, message: str) -> PydanticCustomError:
+    """A model-level error that belongs to one key (`a.b` for a nested one): the
+    config loader appends `key` to its path, so the line and the path name that
+    key, not the whole section. Raise it from a model validator."""
+    return PydanticCustomError("key_error", message, {"key": key})
