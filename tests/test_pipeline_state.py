@@ -182,3 +182,12 @@ def test_fuzz_a_restart_anywhere_changes_no_published_value(kind, cut, points):
     again = Pipeline(options(**keys), None, remember=remember, saved=memo.get("pipeline:s-1"),
                      boot=BOOT)
     assert first + run(again, points[cut:]) == straight
+
+
+def test_every_pipeline_key_is_either_measuring_or_a_threshold():
+    """A new key in the pipeline's options must be sorted into one of the two (see gateway.pipeline_state)."""
+    from gateway.pipeline import MEASURING_KEYS
+    from gateway.pipeline_options import DistanceRules
+    thresholds = {"alert_levels", "hysteresis", "fast_interval", "rise_rate", "rise_window", "removal_threshold"}
+    assert set(MEASURING_KEYS) - {"kind"} | thresholds == set(DistanceRules.model_fields)
+    assert not set(MEASURING_KEYS) & thresholds
