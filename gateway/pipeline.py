@@ -47,6 +47,15 @@ def saved_state(recall: Callable[[str], dict[str, str]], sensor_id: str) -> str 
     return recall(key).get(key)
 
 
+def kept_fields(options: SensorOptions) -> frozenset[str]:
+    """The parts of the state some rule of these options reads (the rest is not saved)."""
+    keep = {"last_level": getattr(options, "max_jump", None) is not None,
+            "recent": getattr(options, "median_window", 1) > 1,
+            "history": getattr(options, "rise_rate", None) is not None,
+            "snow": getattr(options, "kind", None) == "snow_depth"}
+    return frozenset(k for k, used in keep.items() if used)
+
+
 def forget_other_sensors(recall: Callable[[str], dict[str, str]], remember: Remember, sensor_ids) -> None:
     """Drop the state of sensors no longer configured (removed while the daemon was stopped)."""
     keep = {state_key(i) for i in sensor_ids}
@@ -145,6 +154,8 @@ class Pipeline:
         self._remember = remember
         self._saved, self._boot = saved, boot
         self._measure = json.dumps([getattr(options, k, None) for k in MEASURING_KEYS], default=str)
+        self._keep = kept_fields(options)
+        self._remembered: list | None = None  # the states as last handed to `remember`
         self._warned_no_temperature = False
         self._unused_temperature = [k for k in ("air_temperature", "temperature_from")
                                     if getattr(options, k, None) is not None]
@@ -163,9 +174,15 @@ class Pipeline:
                 self.state = pipeline_state.load(self._saved, reading, self._boot, self._measure)
                 self._saved = None
             self._distance(reading, self.state.setdefault(reading.device, SensorState()))
-            if self._remember is not None:
-                self._remember(self.key, pipeline_state.dump(self.state, reading, self._boot, self._measure))
+            self._save(reading)
         return reading
+
+    def _save(self, reading: Reading) -> None:
+        """Hand the state to `remember` when it changed (it goes in the commit with this reading)."""
+        saved = pipeline_state.devices(self.state, self._keep)
+        if self._remember is not None and saved != self._remembered:
+            self._remember(self.key, pipeline_state.dump(saved, reading, self._boot, self._measure))
+            self._remembered = saved
 
     def forget(self) -> None:
         """The sensor is gone from the config: drop its saved state."""
@@ -256,9 +273,10 @@ class Pipeline:
 
     def _river(self, r: Reading, state: SensorState, level: float) -> None:
         o: DistanceRules = self.options  # type: ignore[assignment]
-        state.history.append((r.monotonic, level))
-        while state.history and state.history[0][0] < r.monotonic - o.rise_window:
-            state.history.popleft()
+        if o.rise_rate is not None:  # the rise rate is the history's only use: kept (and saved) only for it
+            state.history.append((r.monotonic, level))
+            while state.history and state.history[0][0] < r.monotonic - o.rise_window:
+                state.history.popleft()
         if o.alert_levels is not None:
             stage = alert_stage(level, state.stage, o.alert_levels, o.hysteresis)
             r.alert = stage != state.stage

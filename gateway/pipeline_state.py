@@ -39,21 +39,30 @@ class SensorState:
     snowfall: deque = field(default_factory=deque)  # (monotonic, m of new snow)
     fast: bool = False
 
-    def as_json(self) -> dict[str, Any]:
-        return {"stage": self.stage, "last_level": self.last_level, "suspect_run": self.suspect_run,
-                "recent": list(self.recent), "history": [list(p) for p in self.history],
-                "snow_reference": self.snow_reference, "snowfall": [list(e) for e in self.snowfall],
-                "fast": self.fast}
+    def as_json(self, keep: frozenset[str]) -> dict[str, Any]:
+        """The fields in `keep` (those the sensor's options use: a field no rule reads is not
+        written, so a river with stages only is written when its stage moves, not per reading)."""
+        doc = {"stage": self.stage, "fast": self.fast, "suspect_run": self.suspect_run}
+        if "last_level" in keep:
+            doc["last_level"] = self.last_level
+        if "recent" in keep:
+            doc["recent"] = list(self.recent)
+        if "history" in keep:
+            doc["history"] = [list(p) for p in self.history]
+        if "snow" in keep:
+            doc["snow_reference"] = self.snow_reference
+            doc["snowfall"] = [list(e) for e in self.snowfall]
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], shift: float) -> SensorState:
         """`shift`: seconds to add to every saved time to place it on this run's monotonic clock."""
-        return cls(stage=str(doc["stage"]), last_level=_number(doc["last_level"]),
+        return cls(stage=str(doc["stage"]), last_level=_number(doc.get("last_level")),
                    suspect_run=[float(x) for x in doc["suspect_run"]],
-                   recent=deque(float(x) for x in doc["recent"]),
-                   history=deque((float(t) + shift, float(v)) for t, v in doc["history"]),
-                   snow_reference=_number(doc["snow_reference"]),
-                   snowfall=deque((float(t) + shift, float(v)) for t, v in doc["snowfall"]),
+                   recent=deque(float(x) for x in doc.get("recent", ())),
+                   history=deque((float(t) + shift, float(v)) for t, v in doc.get("history", ())),
+                   snow_reference=_number(doc.get("snow_reference")),
+                   snowfall=deque((float(t) + shift, float(v)) for t, v in doc.get("snowfall", ())),
                    fast=bool(doc["fast"]))
 
 
@@ -69,22 +78,27 @@ def boot_id() -> str:
         return ""
 
 
-def dump(states: dict[str | None, SensorState], last: Reading, boot: str, measure: str) -> str:
-    """The JSON kept under `pipeline:<sensor>`. `last` is the reading that left the
-    states as they are; `measure` names the options the levels were derived with."""
+def devices(states: dict[str | None, SensorState], keep: frozenset[str]) -> list:
+    return [[device, s.as_json(keep)] for device, s in states.items()]
+
+
+def dump(saved: list, last: Reading, boot: str, measure: str) -> str:
+    """The JSON kept under `pipeline:<sensor>`: `saved` from `devices()`, `last` a
+    reading of this run at or before which they were so (any one will do: it ties
+    their times to this run's clock), `measure` the options the levels were derived with."""
     return json.dumps({"format": FORMAT, "boot": boot, "monotonic": last.monotonic, "wall": last.observed_at,
-                       "clock_synced": last.clock_synced, "measure": measure,
-                       "devices": [[device, s.as_json()] for device, s in states.items()]},
+                       "clock_synced": last.clock_synced, "measure": measure, "devices": saved},
                       separators=(",", ":"))
 
 
-def gap(saved: dict[str, Any], first: Reading, boot: str) -> float:
-    """Seconds between the saved last reading and `first`, the first of this run."""
+def shift(saved: dict[str, Any], first: Reading, boot: str) -> float:
+    """Seconds to add to the saved times to place them on the clock of `first`, this run's first reading."""
     if boot and saved["boot"] == boot:
-        return max(0.0, first.monotonic - float(saved["monotonic"]))
+        return 0.0  # one boot, one monotonic clock
+    gap = 0.0  # unknown: windows go on from where they were
     if saved["clock_synced"] and first.clock_synced:
-        return max(0.0, first.observed_at - float(saved["wall"]))
-    return 0.0  # unknown: windows go on from where they were
+        gap = max(0.0, first.observed_at - float(saved["wall"]))
+    return first.monotonic - gap - float(saved["monotonic"])
 
 
 def load(text: str, first: Reading, boot: str, measure: str) -> dict[str | None, SensorState]:
@@ -97,8 +111,8 @@ def load(text: str, first: Reading, boot: str, measure: str) -> dict[str | None,
         saved = json.loads(text)
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise ValueError(f"not a format {FORMAT} pipeline state")
-        shift = first.monotonic - gap(saved, first, boot) - float(saved["monotonic"])
-        states = {device: SensorState.from_json(doc, shift) for device, doc in saved["devices"]}
+        offset = shift(saved, first, boot)
+        states = {device: SensorState.from_json(doc, offset) for device, doc in saved["devices"]}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         log.warning("sensor %s: the saved pipeline state cannot be read (%s); starting afresh", sensor, exc)
         return {}
