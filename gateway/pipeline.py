@@ -293,7 +293,7 @@ class Pipeline:
         if state.snow_reference is None or depth < state.snow_reference:
             state.snow_reference = depth
         elif depth - state.snow_reference > o.snowfall_deadband:
-            state.snowfall.append((now, depth - state.snow_reference))
+            state.snowfall.append((now, round(depth - state.snow_reference, 4)))  # depths have 4 decimals
             state.snow_reference = depth
         while state.snowfall and state.snowfall[0][0] <= now - DAY:
             state.snowfall.popleft()
