@@ -28,6 +28,7 @@ from gateway.ids import IdGenerator
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline, forget_other_sensors, saved_state
 from gateway.pipeline_state import boot_id
+from gateway.sdk.devices import Devices
 from gateway.sdk.reading import Reading, epoch_ms
 from gateway.scheduler import SensorRunner
 from gateway.uplinks import make_transport
@@ -50,8 +51,10 @@ def dump_tasks() -> None:
 
 
 class Gateway:
-    def __init__(self, config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None):
+    def __init__(self, config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None,
+                 devices: dict[str, Devices] | None = None):
         self.config = config
+        self.devices = devices or {}  # device sets handed in (tests, the simulated rig) by the `devices` name
         self.clock = clock or SystemClock(config.service.clock_check)
         self.notifier = notifier or Notifier()
         self.clock_poll = 5.0  # seconds between clock checks while untrusted
@@ -93,7 +96,8 @@ class Gateway:
         self.readings_total += 1
 
     def _make_runner(self, options) -> SensorRunner:
-        driver = registry.load(options.driver)(options)
+        devices = self.devices.get(options.devices) or registry.devices(options.devices)
+        driver = registry.load(options.driver)(options, devices)
         self.pipelines[options.id] = Pipeline(options, self.config.location_of(options),
                                               latest=self.latest.get, remember=self.buffer.remember,
                                               saved=saved_state(self.buffer.recall, options.id), boot=self.boot)

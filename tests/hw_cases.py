@@ -35,9 +35,9 @@ def options(driver: type[Driver], keys: dict, **base):
     return sensor_model(driver).model_validate({"id": "case", "driver": driver.name or "x", "interval": "1s", **base, **keys})
 
 
-def run(driver_cls: type[Driver], opts, reads: int) -> list[Reading]:
-    """Open the driver, read `reads` times, pass every reading through the pipeline."""
-    driver = driver_cls(opts)
+def run(driver_cls: type[Driver], opts, reads: int, devices=None) -> list[Reading]:
+    """Open the driver (on `devices`, a simulated set), read `reads` times, pass every reading through the pipeline."""
+    driver = driver_cls(opts, devices)
     pipeline = Pipeline(opts, None)
     driver.open()
     try:
@@ -59,17 +59,21 @@ def check(readings: list[Reading], expected: list[dict]) -> None:
         assert got.get("error") == e.get("error")
 
 
-def run_gateway(config: dict, console: Path, enough, timeout: float = 20.0, seen: list | None = None
-                ) -> tuple[int, list[dict]]:
-    """Run `gateway.service.Gateway` in this process (so a simulator can fill a
-    driver's seam) until `enough(readings on the console, gateway)`; stop it as
-    SIGTERM would; return its exit code and every reading written."""
+def run_gateway(config: dict, console: Path, enough, timeout: float = 20.0, seen: list | None = None,
+                devices=None) -> tuple[int, list[dict]]:
+    """Run `gateway.service.Gateway` in this process, its sensors on `devices`
+    (a simulated set handed to the daemon as `devices: sim`), until
+    `enough(readings on the console, gateway)`; stop it as SIGTERM would;
+    return its exit code and every reading written."""
     import asyncio
 
     from gateway.config import parse_config
     from gateway.service import Gateway
 
-    gateway = Gateway(parse_config(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), "e2e.yaml"))
+    for sensor in config["sensors"] if devices is not None else ():
+        sensor.setdefault("devices", "sim")
+    gateway = Gateway(parse_config(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), "e2e.yaml"),
+                      devices=None if devices is None else {"sim": devices})
     if seen is not None:
         seen.append(gateway)  # for a test that looks inside (runner intervals)
 
