@@ -31,6 +31,7 @@ DAY = 86_400.0
 JUMP_RESET = 3  # consecutive readings that agree on a new level make it the new baseline
 
 Latest = Callable[[str], Reading | None]  # sensor id -> its latest reading, or None
+Recall = Callable[[str], dict[str, str]]  # Buffer.recall: key prefix -> {key: text}
 Remember = Callable[[str, str | None], None]  # Buffer.remember: key, text (None forgets)
 # The options levels are derived with: when one changes, saved levels and windows no longer compare.
 MEASURING_KEYS = ("kind", "mount_height", "air_temperature", "temperature_from", "temperature_max_age",
@@ -41,7 +42,7 @@ def state_key(sensor_id: str) -> str:
     return f"pipeline:{sensor_id}"
 
 
-def saved_state(recall: Callable[[str], dict[str, str]], sensor_id: str) -> str | None:
+def saved_state(recall: Recall, sensor_id: str) -> str | None:
     """The state kept for `sensor_id` (Buffer.recall matches a prefix: river-1 must not find river-10)."""
     key = state_key(sensor_id)
     return recall(key).get(key)
@@ -56,7 +57,7 @@ def kept_fields(options: SensorOptions) -> frozenset[str]:
     return frozenset(k for k, used in keep.items() if used)
 
 
-def forget_other_sensors(recall: Callable[[str], dict[str, str]], remember: Remember, sensor_ids) -> None:
+def forget_other_sensors(recall: Recall, remember: Remember, sensor_ids) -> None:
     """Drop the state of sensors no longer configured (removed while the daemon was stopped)."""
     keep = {state_key(i) for i in sensor_ids}
     for key in recall(state_key("")):
@@ -139,12 +140,14 @@ class Pipeline:
     for air temperature, what speed of sound it assumed) comes with each
     reading; `latest` gives other sensors' latest readings (for `temperature_from`).
 
-    State: `saved` is what `remember` last kept for this sensor (the buffer's
-    `pipeline:<sensor>`), restored with the first reading; after each reading the
-    new state goes to `remember`, which writes it in the same commit."""
+    State: with the first reading, what was kept for this sensor is looked up
+    with `recall` (Buffer.recall, the buffer's `pipeline:<sensor>`: at the first
+    reading, not before, so a pipeline that replaced another on a reload takes
+    over what that one left); after a reading the changed state goes to
+    `remember` (Buffer.remember), which writes it in the same commit."""
 
     def __init__(self, options: SensorOptions, location: tuple[float, float] | None, *,
-                 latest: Latest | None = None, remember: Remember | None = None, saved: str | None = None,
+                 latest: Latest | None = None, recall: Recall | None = None, remember: Remember | None = None,
                  boot: str = ""):
         self.options = options
         self.location = location
@@ -152,7 +155,7 @@ class Pipeline:
         self.state: dict[str | None, SensorState] = {}
         self.key = state_key(options.id)
         self._remember = remember
-        self._saved, self._boot = saved, boot
+        self._recall, self._boot = recall, boot
         self._measure = json.dumps([getattr(options, k, None) for k in MEASURING_KEYS], default=str)
         self._keep = kept_fields(options)
         self._remembered: list | None = None  # the states as last handed to `remember`
@@ -170,9 +173,11 @@ class Pipeline:
     def process(self, reading: Reading) -> Reading:
         reading.location = self.location
         if is_distance(self.options) and reading.kind in ("river_level", "snow_depth"):
-            if self._saved is not None:
-                self.state = pipeline_state.load(self._saved, reading, self._boot, self._measure)
-                self._saved = None
+            if self._recall is not None:
+                saved = saved_state(self._recall, self.options.id)
+                if saved is not None:
+                    self.state = pipeline_state.load(saved, reading, self._boot, self._measure)
+                self._recall = None
             self._distance(reading, self.state.setdefault(reading.device, SensorState()))
             self._save(reading)
         return reading

@@ -26,7 +26,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.delivery import Delivery
 from gateway.ids import IdGenerator
 from gateway.notify import Notifier
-from gateway.pipeline import Pipeline, forget_other_sensors, saved_state
+from gateway.pipeline import Pipeline, forget_other_sensors
 from gateway.pipeline_state import boot_id
 from gateway.sdk.devices import Devices
 from gateway.sdk.reading import Reading, epoch_ms
@@ -99,8 +99,8 @@ class Gateway:
         devices = self.devices.get(options.devices) or registry.devices(options.devices)
         driver = registry.load(options.driver)(options, devices)
         self.pipelines[options.id] = Pipeline(options, self.config.location_of(options),
-                                              latest=self.latest.get, remember=self.buffer.remember,
-                                              saved=saved_state(self.buffer.recall, options.id), boot=self.boot)
+                                              latest=self.latest.get, recall=self.buffer.recall,
+                                              remember=self.buffer.remember, boot=self.boot)
         runner = SensorRunner(driver, self.accept, self.buffer.set_sensor_state)
         return runner
 

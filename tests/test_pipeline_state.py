@@ -39,8 +39,7 @@ def reading(t: float, distance: float, kind: str, wall: float | None = None, syn
 
 
 def pipeline(buffer: Buffer, boot: str = BOOT, **keys) -> Pipeline:
-    return Pipeline(options(**keys), None, remember=buffer.remember,
-                    saved=saved_state(buffer.recall, "s-1"), boot=boot)
+    return Pipeline(options(**keys), None, recall=buffer.recall, remember=buffer.remember, boot=boot)
 
 
 def restart(buffer: Buffer) -> Buffer:
@@ -181,7 +180,7 @@ def test_fuzz_a_restart_anywhere_changes_no_published_value(kind, filters, cut, 
     points = sorted(points, key=lambda p: p[0])
     straight = run(Pipeline(options(**keys), None), points)
     first = run(Pipeline(options(**keys), None, remember=remember, boot=BOOT), points[:cut])
-    again = Pipeline(options(**keys), None, remember=remember, saved=memo.get("pipeline:s-1"),
+    again = Pipeline(options(**keys), None, remember=remember, recall=lambda prefix: dict(memo),
                      boot=BOOT)
     assert first + run(again, points[cut:]) == straight
 
@@ -202,3 +201,13 @@ def test_a_river_with_stages_only_is_written_when_its_stage_moves():
         p.process(reading(i * 60, 6.0 - level, "river_level"))
     stages = [json.loads(t)["devices"][0][1]["stage"] for t in written]
     assert stages == ["normal", "standby", "normal"]  # three writes for eight readings
+
+
+def test_a_pipeline_replacing_another_takes_over_what_it_left(buffer):
+    """A reload builds the new pipeline before the old one stops: the state is looked up at the first reading."""
+    old = pipeline(buffer, **snow_keys())
+    new = pipeline(buffer, **snow_keys())
+    old.process(reading(0, 1.6, "snow_depth"))
+    old.process(reading(600, 1.45, "snow_depth"))  # the removal call, after the new pipeline was built
+    r = new.process(reading(1200, 1.45, "snow_depth"))
+    assert r.value("alert_level") == "removal" and not r.alert
