@@ -1,7 +1,5 @@
-"""Driver testcases (drivers/<name>/testcases/<case>/): a case.yaml with the
-sensor's keys and the source of the vector, the captured device input, and
-expected.json (the readings as the pipeline leaves them, or the error the
-driver raises), with the vectors.json entries it holds. Also small helpers shared by the hardware driver tests."""
+"""Small helpers shared by the hardware driver tests: options, a driver run through the pipeline, a gateway run
+in this process on simulated devices. (The testcases run in test_driver_testcases.py.)"""
 
 from __future__ import annotations
 
@@ -17,18 +15,6 @@ from gateway.pipeline import Pipeline
 from gateway.sdk.reading import Reading
 
 DRIVERS = Path(__file__).resolve().parent.parent / "drivers"
-
-
-def cases(driver: str) -> list:
-    """pytest params, one per testcase folder, named after the folder."""
-    folders = sorted(p for p in (DRIVERS / driver / "testcases").iterdir() if (p / "case.yaml").is_file())
-    assert folders, f"no testcases for {driver}"
-    return [pytest.param(p, id=p.name) for p in folders]
-
-
-def load(folder: Path) -> tuple[dict, object]:
-    meta = yaml.safe_load((folder / "case.yaml").read_text())
-    return meta, json.loads((folder / "expected.json").read_text())
 
 
 def options(driver: type[Driver], keys: dict, **base):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import drivers.bme280 as bme280_module
 from drivers.bme280 import (Bme280, Bme280Error, compensate_h, compensate_p, compensate_t, decode, parse_adc,
                             parse_calibration)
 from hil.buses import FixedDevices
@@ -27,7 +26,7 @@ def opts(**keys):
     return hw_cases.options(Bme280, keys)
 
 
-# --- the vectors of shared/hw/vectors.json ---------------------------------------------------------
+# --- the published vectors (tests/data/hw-vectors.json) ---------------------------------------------
 
 def test_temperature_vector():
     cal = parse_calibration(LOW, HIGH)
@@ -62,31 +61,6 @@ def test_h4_h5_are_12_bit_signed(e4, e5, e6, h4, h5):
     high = bytes([0x6A, 0x01, 0x00, e4, e5, e6, 0x1E])
     cal = parse_calibration(LOW, high)
     assert (cal.H4, cal.H5) == (h4, h5)
-
-
-@pytest.mark.parametrize("folder", hw_cases.cases("bme280"))
-def test_testcase(folder, bus):
-    meta, expected = hw_cases.load(folder)
-    regs, chip, data = {}, 0x60, b""
-    for line in (folder / "registers.txt").read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        addr, hexbytes = line.split(":")
-        addr, raw = int(addr, 16), bytes.fromhex(hexbytes)
-        if addr == 0xD0:
-            chip = raw[0]
-        elif addr == 0xF7:
-            data = raw
-        else:
-            regs[addr] = raw
-    bus.devices[0x76] = Bme280Device(regs, adc=lambda: parse_adc(data), chip_id=chip)
-    o = opts(**meta["options"])
-    if "raises" in expected:
-        with pytest.raises(getattr(bme280_module, expected["raises"]), match=expected["match"]):
-            hw_cases.run(Bme280, o, 1, FixedDevices(bus))
-        assert bus.closed  # a refused chip leaves the bus closed
-    else:
-        hw_cases.check(hw_cases.run(Bme280, o, len(expected["readings"]), FixedDevices(bus)), expected["readings"])
 
 
 # --- driver behaviour ------------------------------------------------------------------------------

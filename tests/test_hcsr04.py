@@ -9,7 +9,6 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from hypothesis import given, settings, strategies as st
 
-from drivers.bme280 import Bme280
 from drivers.hcsr04 import Hcsr04, Hcsr04Error, classify, echo_to_distance
 from hil import gpio
 from hil.buses import FixedDevices
@@ -33,13 +32,6 @@ def opts(**keys):
 
 def echoes(text: str) -> list:
     return [line if not line[0].isdigit() else float(line) for line in text.split()]
-
-
-@pytest.mark.parametrize("folder", hw_cases.cases("hcsr04"))
-def test_testcase(folder, factory):
-    meta, expected = hw_cases.load(folder)
-    gpio.hcsr04(factory, TRIG, ECHO, gpio.scripted(echoes((folder / "echo_us.txt").read_text())))
-    hw_cases.check(hw_cases.run(Hcsr04, opts(**meta["options"]), len(expected["readings"]), FixedDevices(pins=factory)), expected["readings"])
 
 
 def test_trigger_pulse_is_at_least_10us_and_pings_are_60ms_apart(factory):

@@ -24,14 +24,6 @@ def opts(**keys):
     return hw_cases.options(I2cxl, keys)
 
 
-@pytest.mark.parametrize("folder", hw_cases.cases("i2cxl"))
-def test_testcase(folder, bus):
-    meta, expected = hw_cases.load(folder)
-    answers = [bytes.fromhex(line) for line in (folder / "reads.hex").read_text().splitlines() if line.strip()]
-    bus.devices[0x70] = I2cxlDevice(answers=answers)
-    hw_cases.check(hw_cases.run(I2cxl, opts(**meta["options"]), len(expected["readings"]), FixedDevices(bus)), expected["readings"])
-
-
 def test_wire_sequence_is_range_command_then_two_byte_read(bus):
     sensor = bus.devices[0x70] = I2cxlDevice(distance=lambda: 1.234)
     (r,) = hw_cases.run(I2cxl, opts(samples=2), 1, FixedDevices(bus))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from typing import Any, ClassVar
+
 
 from pydantic import Field, model_validator
 
