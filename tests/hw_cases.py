@@ -18,7 +18,8 @@ DRIVERS = Path(__file__).resolve().parent.parent / "drivers"
 
 
 def options(driver: type[Driver], keys: dict, **base):
-    return sensor_model(driver).model_validate({"id": "case", "driver": driver.name or "x", "interval": "1s", **base, **keys})
+    return sensor_model(driver).model_validate({"id": "case", "driver": driver.name or "x", "interval": "1s",
+                                                **base, **keys})
 
 
 def run(driver_cls: type[Driver], opts, reads: int, devices=None) -> list[Reading]:
