@@ -143,7 +143,8 @@ def compose(options: type[SensorOptions]) -> type[SensorOptions]:
     Where the driver states its range, mount_height's own bound is that range."""
     if not issubclass(options, DistanceOptions) or issubclass(options, DistanceRules):
         return options
-    namespace: dict = {"__module__": options.__module__, "__doc__": options.__doc__, "__qualname__": options.__qualname__}
+    namespace: dict = {"__module__": options.__module__, "__doc__": options.__doc__,
+                       "__qualname__": options.__qualname__}
     if options.measuring_range is not None and "mount_height" not in options.model_fields:
         namespace["__annotations__"] = {"mount_height": float | None}
         namespace["mount_height"] = _mount_height(options.measuring_range)

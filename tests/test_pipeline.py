@@ -363,7 +363,8 @@ def test_non_finite_distance_is_an_error_not_nan_in_json():
     assert r.quality == "error" and r.error == "distance is nan" and "distance" not in r.values
 
 
-@pytest.mark.parametrize("history", [[(0.0, 1.0)], [(5.0, 1.0), (5.0, 1.2)], [(0.0, 0.0), (1.3858733721360243e-249, 0.0)]])
+@pytest.mark.parametrize("history", [[(0.0, 1.0)], [(5.0, 1.0), (5.0, 1.2)],
+                                     [(0.0, 0.0), (1.3858733721360243e-249, 0.0)]])
 def test_rise_rate_of_indistinguishable_times_is_unknown(history):
     assert rise_rate(history) is None
 
