@@ -42,7 +42,7 @@ class SensorState:
     def as_json(self, keep: frozenset[str]) -> dict[str, Any]:
         """The fields in `keep` (those the sensor's options use: a field no rule reads is not
         written, so a river with stages only is written when its stage moves, not per reading)."""
-        doc = {"stage": self.stage, "fast": self.fast, "suspect_run": self.suspect_run}
+        doc = {"stage": self.stage, "fast": self.fast, "suspect_run": list(self.suspect_run)}  # a copy: compared later
         if "last_level" in keep:
             doc["last_level"] = self.last_level
         if "recent" in keep:

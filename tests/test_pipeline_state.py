@@ -9,7 +9,7 @@ import json
 import logging
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from gateway.pipeline_options import compose
 from gateway.sdk.driver import DistanceOptions
@@ -156,6 +156,7 @@ def test_a_sensor_without_rules_remembers_nothing(buffer):
 
 
 @settings(max_examples=150, deadline=None)
+@example(kind="river_level", filters=True, cut=2, points=[(0.0, 0.0), (0.0, 1.0), (0.0, 1.0), (0.0, 1.0)])
 @given(kind=st.sampled_from(["river_level", "snow_depth"]), filters=st.booleans(),
        cut=st.integers(min_value=0, max_value=40),
        points=st.lists(st.tuples(st.floats(min_value=0, max_value=200_000),
