@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from gateway import keydoc, registry, yamlsource
 from gateway.pipeline_options import compose, looks_like
 from gateway.sdk.driver import Driver, SensorOptions
-from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict, key_error
+from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict
+from gateway.sdk.fields import key_error as _key_error
 from gateway.yamlsource import Problem
 
 DEFAULT_CONFIG = Path("/etc/city-edge-gateway/gateway.yaml")
@@ -142,15 +143,15 @@ class MqttUplinkConfig(UplinkBase):
     def _pairs(self) -> "MqttUplinkConfig":
         # Each error names the key that is there, so the line points at it.
         if self.cert_file is not None and self.key_file is None:
-            raise key_error("cert_file", "cert_file needs key_file too (mutual TLS takes both)")
+            raise _key_error("cert_file", "cert_file needs key_file too (mutual TLS takes both)")
         if self.key_file is not None and self.cert_file is None:
-            raise key_error("key_file", "key_file needs cert_file too (mutual TLS takes both)")
+            raise _key_error("key_file", "key_file needs cert_file too (mutual TLS takes both)")
         if self.password_file is not None and self.username is None:
-            raise key_error("password_file", "password_file needs a username")
+            raise _key_error("password_file", "password_file needs a username")
         if (self.cert_file or self.ca_file) and not self.tls:
-            raise key_error("url", "ca_file/cert_file need a TLS URL: write mqtts://")
+            raise _key_error("url", "ca_file/cert_file need a TLS URL: write mqtts://")
         if self.format == "iota-json" and not self.apikey:
-            raise key_error("format", "format iota-json needs an apikey")
+            raise _key_error("format", "format iota-json needs an apikey")
         return self
 
     @property
