@@ -174,13 +174,23 @@ class Pipeline:
         reading.location = self.location
         if is_distance(self.options) and reading.kind in ("river_level", "snow_depth"):
             if self._recall is not None:
-                saved = saved_state(self._recall, self.options.id)
-                if saved is not None:
-                    self.state = pipeline_state.load(saved, reading, self._boot, self._measure)
-                self._recall = None
+                self._restore(reading)
             self._distance(reading, self.state.setdefault(reading.device, SensorState()))
             self._save(reading)
         return reading
+
+    def _restore(self, first: Reading) -> None:
+        saved = saved_state(self._recall, self.options.id)
+        self._recall = None
+        if saved is None:
+            return
+        self.state = pipeline_state.load(saved, first, self._boot, self._measure)
+        stages = STAGES if first.kind == "river_level" else SNOW_STAGES
+        for device, state in self.state.items():
+            if state.stage not in stages:  # saved under another kind (or edited by hand)
+                log.warning("sensor %s: saved stage %r is not one of %s; starting from normal",
+                            self.options.id, state.stage, ", ".join(stages))
+                self.state[device] = SensorState()
 
     def _save(self, reading: Reading) -> None:
         """Hand the state to `remember` when it changed (it goes in the commit with this reading)."""

@@ -212,3 +212,14 @@ def test_a_pipeline_replacing_another_takes_over_what_it_left(buffer):
     old.process(reading(600, 1.45, "snow_depth"))  # the removal call, after the new pipeline was built
     r = new.process(reading(1200, 1.45, "snow_depth"))
     assert r.value("alert_level") == "removal" and not r.alert
+
+
+@pytest.mark.parametrize("stage", ["removal", "bogus"])
+def test_a_saved_stage_this_kind_does_not_have_starts_from_normal(buffer, caplog, stage):
+    """A snow sensor turned river (kind is a measuring key: the stage alone is kept), or a hand-edited buffer."""
+    saved = {"format": 1, "boot": BOOT, "monotonic": 0.0, "wall": 1.8e9, "clock_synced": True, "measure": "x",
+             "devices": [[None, {"stage": stage, "fast": False, "suspect_run": []}]]}
+    buffer.remember("pipeline:s-1", json.dumps(saved))
+    r = pipeline(buffer, **river_keys()).process(reading(60, 6.0 - 1.0, "river_level"))
+    assert r.quality == "ok" and r.value("alert_level") == "normal"
+    assert f"saved stage {stage!r} is not one of normal, standby" in caplog.text
