@@ -83,6 +83,8 @@ def cmd_check(args) -> int:
             print(problem, file=sys.stderr)
         log.error("%s: %d problem%s", args.config, len(exc.problems), "" if len(exc.problems) == 1 else "s")
         return 2
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
     log.info("%s: valid (%d sensors, %d uplinks)", args.config, len(config.sensors), len(config.uplinks))
     return 0
 
@@ -90,6 +92,8 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     from gateway.service import Gateway
     config = _load(args.config)
+    for warning in config.warnings:
+        log.warning("%s", warning)
     return asyncio.run(Gateway(config).run())
 
 

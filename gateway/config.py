@@ -106,6 +106,7 @@ class MqttUplinkConfig(UplinkBase):
     type: Literal["mqtt"]
     url: str
     topic: str = "city/{gateway}/{sensor}"
+    status_topic: str = Field("city/{gateway}/status", description="retained online/offline and the last will")
     qos: Literal[0, 1, 2] = 1
     username: str | None = None
     password_file: SecretFile | None = None
@@ -144,6 +145,17 @@ class MqttUplinkConfig(UplinkBase):
             raise ValueError("a publish topic cannot contain the wildcards # or +")
         return v
 
+    @field_validator("status_topic")
+    @classmethod
+    def _status_topic(cls, v: str) -> str:
+        try:
+            v.format(gateway="g")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"the status topic's only placeholder is {{gateway}} (bad: {exc})") from None
+        if "#" in v or "+" in v or not v:
+            raise ValueError("a status topic is a plain topic: no wildcards # or +, not empty")
+        return v
+
     @model_validator(mode="after")
     def _pairs(self) -> "MqttUplinkConfig":
         # Each error names the key that is there, so the line points at it.
@@ -169,18 +181,37 @@ class NgsiLdUplinkConfig(UplinkBase):
     url: str
     tenant: str | None = None
     token_file: SecretFile | None = None
+    token_url: str | None = Field(None, description="OAuth2 client credentials: the identity provider's token URL")
+    client_id: str | None = None
+    client_secret_file: SecretFile | None = None
     ca_file: ReadableFile | None = None
+    context: str | None = Field(None, description="a city-hosted JSON-LD context every request names "
+                                                  "(default: the pinned Smart Data Models contexts)")
     core_context: str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
-    timeout: Duration = 10.0
+    temporal: Literal["auto", "on", "off"] = Field("auto", description="history through the temporal API; "
+                                                   "off: only through upserts")
+    timeout: Duration = Field(30.0, description="whole request, answer included (a broker may fetch contexts)")
     batch: int = Field(500, ge=1, le=10_000, description="readings per send (several requests: temporal + upsert)")
     max_request_bytes: int = Field(1_000_000, ge=10_000, le=1_048_575, description="upsert/temporal body limit")
     heartbeat: Duration = Field(60.0, description="how often the gateway's own Device entity is refreshed")
-    reconnect_max: Duration = 30.0
+    reconnect_max: Duration = Field(30.0, description="longest wait between retries, a broker's Retry-After included")
 
-    @field_validator("url")
+    @field_validator("url", "token_url", "context")
     @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_url(v, ("http", "https"))
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v, ("http", "https"))
+
+    @model_validator(mode="after")
+    def _credentials(self) -> "NgsiLdUplinkConfig":
+        names = ("token_url", "client_id", "client_secret_file")
+        given = [n for n in names if getattr(self, n) is not None]
+        if given and self.token_file is not None:
+            raise _key_error("token_file", "give either token_file or token_url/client_id/client_secret_file")
+        missing = [n for n in names if n not in given]
+        if given and missing:
+            raise _key_error(given[0], "OAuth2 client credentials need token_url, client_id and client_secret_file "
+                                       f"({', '.join(missing)} missing)")
+        return self
 
 
 UPLINK_TYPES: dict[str, type[UplinkBase]] = {
@@ -197,6 +228,7 @@ class Config(BaseModel):
     uplinks: list[UplinkBase] = []
     sensors: list[SensorOptions] = []
     source: str = "<config>"
+    warnings: list[str] = []  # `FILE:LINE: key.path: message` lines that do not stop the daemon
 
     def sensor(self, sensor_id: str) -> SensorOptions:
         for s in self.sensors:
@@ -414,7 +446,26 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     return config
 
 
+def _plaintext_secrets(config: Config, out: _Collector) -> None:
+    """A secret sent over a plain connection: allowed (a closed network, a test rig), but said."""
+    for i, u in enumerate(config.uplinks):
+        carried: list[tuple[str, str]] = []  # (the key of a secret, the URL it travels over)
+        if isinstance(u, MqttUplinkConfig) and u.password_file is not None:
+            carried.append(("password_file", u.url))
+        if isinstance(u, NgsiLdUplinkConfig) and u.token_file is not None:
+            carried.append(("token_file", u.url))
+        if isinstance(u, NgsiLdUplinkConfig) and u.client_secret_file is not None and u.token_url:
+            carried += [("client_secret_file", u.token_url), ("token_url", u.url)]  # the secret, then the token
+        for key, url in carried:
+            if url.startswith(("mqtt://", "http://")):
+                where = ("uplinks", i, key)
+                config.warnings.append(str(Problem(out.file, out.lines.line_of(where), yamlsource.format_path(where),
+                                                   f"warning: a secret travels unencrypted to {url}; "
+                                                   "use mqtts:// or https://")))
+
+
 def _cross_checks(config: Config, out: _Collector) -> None:
+    _plaintext_secrets(config, out)
     if any(isinstance(u, NgsiLdUplinkConfig) for u in config.uplinks):
         for i, s in enumerate(config.sensors):
             if config.location_of(s) is None:

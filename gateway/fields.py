@@ -86,6 +86,7 @@ def _check_secret(value: object) -> Path:
     path = _check_readable(value)
     if not path.read_bytes().strip():
         raise ValueError(f"secret file {path} is empty")
+    read_secret(path)
     return path
 
 
@@ -107,8 +108,13 @@ SecretFile = Annotated[Path, BeforeValidator(_check_secret)]
 
 
 def read_secret(path: Path) -> str:
-    """Secrets come only from files; the value is never logged."""
-    return path.read_text().strip()
+    """Secrets come only from files; the value is never logged. One line: a
+    token wrapped onto two lines would end up in an illegal HTTP header (and
+    the HTTP library's error message, which quotes the header, in the log)."""
+    text = path.read_text().strip()
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"secret file {path} holds more than one line; a secret is one line")
+    return text
 
 
 class Strict(BaseModel):

@@ -113,7 +113,7 @@ class Gateway:
         self.pipelines.pop(sensor_id, None)
 
     async def _start_uplink(self, u) -> None:
-        transport = make_transport(u, self.config.gateway.id, self.config)
+        transport = make_transport(u, self.config.gateway.id, self.config, self.buffer)
         await transport.start()
         delivery = Delivery(self.buffer, transport, getattr(u, "reconnect_max", 30.0))
         self.transports[u.name] = transport

@@ -85,6 +85,7 @@ def snapshot(gw: "Gateway") -> dict:
             "dead_letters": dead,
             "sent": d.sent_total,
             "last_latency_s": None if d.last_latency is None else round(d.last_latency, 4),
+            "last_error": getattr(d.t, "last_error", None),
         }
     return {
         "gateway": gw.config.gateway.id,
@@ -193,5 +194,7 @@ def print_table(data: dict, out=sys.stdout) -> None:
         conn = "yes" if u["connected"] else "NO"
         print(f"{name:<18} {conn:<9} {u['pending']:>8} {_fmt_age(u['oldest_pending_age_s']):>8} {u['dead_letters']:>5}",
               file=out)
+        if u.get("last_error"):
+            print(f"  {name}: {u['last_error']}", file=out)
     b = data["buffer"]
     print(f"\nbuffer {b['path']}: {b['readings']} readings, {b['evictions']} evicted", file=out)

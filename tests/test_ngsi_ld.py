@@ -136,10 +136,12 @@ def test_an_ngsi_ld_uplink_needs_a_location_for_every_sensor():
     parse_config(text.replace("{id: g}", "{id: g, location: [34.34, 134.05]}"))
 
 
-def test_retry_after_header_forms():
-    assert retry_after("3") == 3.0
-    assert retry_after(None) is None
-    assert 0 <= retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5))) <= 6
+def test_retry_after_header_forms_and_its_cap():
+    assert retry_after("3", 30) == 3.0
+    assert retry_after(None, 30) is None
+    assert 0 <= retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5)), 30) <= 6
+    assert retry_after("999999", 30) == 30, "a broker cannot stall the uplink for days (capped at reconnect_max)"
+    assert retry_after("nan", 30) is None and retry_after("-5", 30) == 0
 
 
 # --- the transport through the real delivery worker and buffer -------------------------------------
@@ -150,7 +152,7 @@ class Harness:
     def __init__(self, tmp_path: Path, url: str, **uplink):
         self.buffer = Buffer(tmp_path / "buffer.db", ["orion"], gateway=GW)
         cfg = NgsiLdUplinkConfig(name="orion", type="ngsi-ld", url=url, **uplink)
-        self.transport = NgsiLdTransport(cfg, GW)
+        self.transport = NgsiLdTransport(cfg, GW, buffer=self.buffer)
         self.n = 0
 
     def add(self, sensor: str, kind: str, values: dict, device: str | None = None, at: float | None = None) -> dict:
@@ -196,8 +198,9 @@ def test_207_one_bad_entity_others_released_bad_one_dead_lettered(tmp_path, brok
     assert broker.invalid == []
     assert 207 in [status for _, status, _ in broker.log]
     dead = h.dead()
-    assert [s for s, _ in dead] == ["river-2"], "only the newest of river-2 went through upsert; it is refused"
-    assert "stationID unknown to this city" in dead[0][1] and "207" in dead[0][1]
+    assert [s for s, _ in dead] == ["river-2"] * 3, "river-2's history and current state are refused, one by one"
+    assert all("stationID unknown to this city" in reason for _, reason in dead)
+    assert "207" in dead[-1][1], "the newest went through upsert: the 207 names it"
     for s in ("river-1", "river-3"):
         eid = f"urn:ngsi-ld:FloodMonitoring:test-gw.{s}"
         assert broker.entities[eid]["currentLevel"]["value"] == 1.2

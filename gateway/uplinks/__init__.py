@@ -8,8 +8,9 @@ from gateway.config import ConsoleUplinkConfig, MqttUplinkConfig, NgsiLdUplinkCo
 from gateway.uplinks.base import Transport
 
 
-def make_transport(config: UplinkBase, gateway: str, app_config: Any = None) -> Transport:
-    """`app_config` (the whole Config) is for uplinks that need sensor options (NGSI-LD: alert levels)."""
+def make_transport(config: UplinkBase, gateway: str, app_config: Any = None, buffer: Any = None) -> Transport:
+    """`app_config` (the whole Config) is for uplinks that need sensor options (NGSI-LD: alert levels);
+    `buffer` for uplinks that keep state across restarts (NGSI-LD: the newest time upserted per entity)."""
     if isinstance(config, ConsoleUplinkConfig):
         from gateway.uplinks.console import ConsoleTransport
         return ConsoleTransport(config)
@@ -18,5 +19,5 @@ def make_transport(config: UplinkBase, gateway: str, app_config: Any = None) -> 
         return MqttTransport(config, gateway)
     if isinstance(config, NgsiLdUplinkConfig):
         from gateway.uplinks.ngsi_ld import NgsiLdTransport
-        return NgsiLdTransport(config, gateway, app_config)
+        return NgsiLdTransport(config, gateway, app_config, buffer)
     raise ValueError(f"uplink {config.name}: type {getattr(config, 'type', '?')} is not supported yet")
