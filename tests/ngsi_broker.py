@@ -42,6 +42,15 @@ UPSERT, TEMPORAL, TOKEN = "/ngsi-ld/v1/entityOperations/upsert", "/ngsi-ld/v1/te
 JSON = {"Content-Type": "application/json"}
 
 
+def _ids(body: bytes) -> list[str]:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return []
+    docs = doc if isinstance(doc, list) else [doc]
+    return [str(d.get("id")) for d in docs if isinstance(d, dict)]
+
+
 def problem(status: int, title: str, detail: str = "", kind: str = "BadRequestData") -> tuple[int, dict, bytes]:
     body = {"type": f"https://uri.etsi.org/ngsi-ld/errors/{kind}", "title": title, "detail": detail, "status": status}
     return status, dict(JSON), json.dumps(body).encode()
@@ -64,7 +73,7 @@ class NgsiBroker:
         self.entities: dict[str, dict] = {}  # id -> current state (normalized)
         self.instances: dict[tuple[str, str], list[dict]] = {}  # (id, attr) -> temporal instances, arrival order
         self.invalid: list[tuple[str, str]] = []  # (path, problem)
-        self.log: list[tuple[str, int, int]] = []  # (path, status, entities)
+        self.log: list[tuple[str, int, list[str]]] = []  # (path, status, ids of the entities in the request)
         self.times: list[float] = []  # monotonic arrival time of each logged request
         self.links: list[str] = []  # the context each NGSI-LD request named
         self.upserted: list[tuple[str, dict]] = []  # (id, entity) of every accepted upsert, in order
@@ -92,18 +101,17 @@ class NgsiBroker:
                 body = self.rfile.read(length)
                 status, headers, payload = broker.handle("POST", self.path, dict(self.headers), body)
                 time.sleep(broker.delay)
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if broker.drip:
-                    for i in range(len(payload)):
-                        self.wfile.write(payload[i:i + 1])
+                reason = self.responses.get(status, ("",))[0]
+                head = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers.items()]
+                head.append(f"Content-Length: {len(payload)}")
+                data = ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+                try:
+                    for i in range(0, len(data), 1 if broker.drip else len(data) or 1):
+                        self.wfile.write(data[i:i + (1 if broker.drip else len(data))])
                         self.wfile.flush()
                         time.sleep(broker.drip)
-                else:
-                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up (its deadline)
 
             def log_message(self, *args) -> None:
                 pass
@@ -168,9 +176,10 @@ class NgsiBroker:
         with self.lock:
             return sum(1 for p, _, _ in self.log if path_part in p)
 
-    def statuses(self) -> list[int]:
+    def statuses(self, entity_type: str = "") -> list[int]:
+        """Every answer's status, or those to requests holding an entity of `entity_type`."""
         with self.lock:
-            return [s for _, s, _ in self.log]
+            return [s for _, s, ids in self.log if not entity_type or any(f":{entity_type}:" in i for i in ids)]
 
     # --- the API ---
 
@@ -178,7 +187,7 @@ class NgsiBroker:
         url = urlsplit(target)
         with self.lock:
             answer = self._handle(method, url.path, url.query, headers, body)
-            self.log.append((url.path, answer[0], 0))
+            self.log.append((url.path, answer[0], _ids(body)))
             self.times.append(time.monotonic())
             return answer
 
@@ -280,6 +289,7 @@ class NgsiBroker:
     def _batch_answer(self, success: list, errors: list, created: list) -> tuple[int, dict, bytes]:
         answered = [s for s in success if s not in self.omit]
         errors = [e for e in errors if e.get("entityId", e.get("id")) not in self.omit]
+        self.omit -= set(success)  # left out of one answer only
         if errors and not success and self.flavour == "scorpio":
             return 400, dict(JSON), json.dumps({"errors": errors}).encode()
         if errors or len(answered) < len(success):

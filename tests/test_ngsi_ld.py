@@ -25,10 +25,9 @@ from gateway.reading import Reading, Value
 from gateway.uplinks.ngsi_ld import NgsiLdTransport, retry_after
 from tests.helpers import GatewayProcess, wait_for, write_config
 from tests.ngsi_broker import CORE_V18, NgsiBroker, check_entity
+from tests.ngsi_helpers import GW, LEVELS, Harness, doc, river
 
 OUTAGE_S = float(os.environ.get("NGSI_OUTAGE_S", "60"))
-GW = "test-gw"
-LEVELS = {"standby": 1.5, "caution": 2.0, "evacuation": 2.5, "danger": 3.0}
 
 
 @pytest.fixture
@@ -39,12 +38,6 @@ def broker():  # this module's broker is the NGSI-LD one (conftest's is Mosquitt
 
 
 # --- mapping ------------------------------------------------------------------------------------
-
-def doc(kind: str, values: dict, sensor: str, device: str | None = None, at: float = 1_763_780_645.678) -> dict:
-    r = Reading(sensor=sensor, kind=kind, values={k: Value(*v) for k, v in values.items()}, observed_at=at,
-                device=device, id=f"{GW}.{sensor}.1", gateway=GW, location=(34.3428, 134.0466))
-    return r.as_json()
-
 
 def test_every_kind_maps_to_a_valid_smart_data_model_entity():
     class RiverOptions:
@@ -145,47 +138,6 @@ def test_retry_after_header_forms_and_its_cap():
 
 
 # --- the transport through the real delivery worker and buffer -------------------------------------
-
-class Harness:
-    """Buffer (a real SQLite file) + Delivery + NgsiLdTransport in one event loop."""
-
-    def __init__(self, tmp_path: Path, url: str, **uplink):
-        self.buffer = Buffer(tmp_path / "buffer.db", ["orion"], gateway=GW)
-        cfg = NgsiLdUplinkConfig(name="orion", type="ngsi-ld", url=url, **uplink)
-        self.transport = NgsiLdTransport(cfg, GW, buffer=self.buffer)
-        self.n = 0
-
-    def add(self, sensor: str, kind: str, values: dict, device: str | None = None, at: float | None = None) -> dict:
-        self.n += 1
-        at = at or 1_763_780_000 + self.n
-        r = Reading.from_json(doc(kind, values, sensor, device, at))
-        r.id = f"{GW}.{sensor}.{int(at * 1000)}.{self.n:06d}"
-        self.buffer.append(r)
-        return r.as_json()
-
-    def run(self, timeout: float = 30.0) -> None:
-        async def go():
-            await self.transport.start()
-            self.buffer.commit()
-            d = Delivery(self.buffer, self.transport, backoff_cap=2.0)
-            task = asyncio.create_task(d.run())
-            deadline = time.monotonic() + timeout
-            while not d.caught_up:
-                assert time.monotonic() < deadline, "delivery did not catch up"
-                await asyncio.sleep(0.05)
-            self.buffer.commit()
-            task.cancel()
-            await self.transport.stop()
-        asyncio.run(go())
-
-    def dead(self) -> list[tuple[str, str]]:
-        return [(json.loads(body)["sensor"], reason) for body, reason in
-                self.buffer.conn.execute("SELECT body, reason FROM dead ORDER BY seq")]
-
-
-def river(h: Harness, level: float, sensor: str = "river-1") -> dict:
-    return h.add(sensor, "river_level", {"water_level": (level, "m"), "distance": (6 - level, "m")})
-
 
 def test_207_one_bad_entity_others_released_bad_one_dead_lettered(tmp_path, broker):
     h = Harness(tmp_path, broker.url)
