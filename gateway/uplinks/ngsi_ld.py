@@ -116,14 +116,25 @@ class SensorLookup:
 
 class NewestUpserted:
     """Per entity, the observedAt (ms) of the newest reading upserted, kept in
-    the buffer so that no restart or reload lets an older one overwrite it."""
+    the buffer so that no restart or reload lets an older one overwrite it.
+
+    Written after the broker accepted, in the next commit with the cursor. One
+    window remains: a backlog drain sends again before that commit, and a crash
+    then leaves the broker ahead of what the buffer says; the restart would
+    resend the earlier send's upsert over the later one. So an upsert for an
+    entity whose last advance is not yet committed commits first (during drains
+    only: in steady operation a commit comes between two sends anyway)."""
 
     def __init__(self, buffer: Buffer | None, uplink: str):
         self.buffer, self.prefix = buffer, f"ngsi:{uplink}:"
         self._ms: dict[str, int] = {}
-        for key, value in (buffer.recall(self.prefix) if buffer is not None else {}).items():
-            if value.isdigit():
-                self._ms[key[len(self.prefix):]] = int(value)
+        self._uncommitted: set[str] = set()
+        self.forced_commits = 0
+        if buffer is not None:
+            for key, value in buffer.recall(self.prefix).items():
+                if value.isdigit():
+                    self._ms[key[len(self.prefix):]] = int(value)
+            buffer.on_commit(self._uncommitted.clear)
 
     def get(self, entity_id: str) -> int:
         return self._ms.get(entity_id, -1)
@@ -133,6 +144,20 @@ class NewestUpserted:
             self._ms[entity_id] = ms
             if self.buffer is not None:
                 self.buffer.remember(self.prefix + entity_id, str(ms))
+                self._uncommitted.add(entity_id)
+
+    def commit_before(self, entity_ids: set[str]) -> None:
+        """Make the newest upserted of these entities durable before they are upserted again."""
+        if self.buffer is None or self._uncommitted.isdisjoint(entity_ids):
+            return
+        self.forced_commits += 1
+        if not self.buffer.commit():
+            raise TransientError("the buffer cannot write: holding upserts until it can")
+        self._uncommitted.clear()
+
+    def close(self) -> None:
+        if self.buffer is not None:
+            self.buffer.off_commit(self._uncommitted.clear)
 
 
 class NgsiLdTransport(Transport):
@@ -174,6 +199,7 @@ class NgsiLdTransport(Transport):
         for fut in list(self._sends):
             fut.cancel()
         await asyncio.gather(*self._sends, return_exceptions=True)
+        self.newest.close()
         if self._client is not None:
             await self._client.aclose()
 
@@ -381,6 +407,7 @@ class NgsiLdTransport(Transport):
         queue = self._parts([it for it in batch if id(it) in pending])
         while queue:
             part = queue.pop(0)
+            self.newest.commit_before({it.entity["id"] for it in part})
             body = b"[" + b",".join(it.body for it in part) + b"]"
             answer = await self._post(UPSERT + "?options=update", part[0].entity["type"], body)
             verdict = judge(answer, False, self.config.reconnect_max)
