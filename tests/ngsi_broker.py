@@ -30,9 +30,11 @@ import copy
 import json
 import secrets
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.ngsi_checks import (CONTEXT_FILES, CORE_V18, HERE, LINK_RE, check_entity, check_request,  # noqa: F401
@@ -60,10 +62,12 @@ class NgsiBroker:
     def __init__(self, *, temporal: bool = True, max_body: int = 1_000_000, validate: bool = True,
                  core_context: str = CORE_V18, token: str | None = None, flavour: str = "orion",
                  tenants: None | str | set[str] = None, clients: dict[str, str] | None = None,
-                 token_lifetime: float = 3600.0, contexts: dict[str, dict] | None = None):
+                 token_lifetime: float = 3600.0, contexts: dict[str, dict] | None = None,
+                 tls: tuple[Path, Path] | None = None):
         self.temporal, self.max_body, self.validate = temporal, max_body, validate
         self.core_context, self.token, self.flavour, self.tenant_mode = core_context, token, flavour, tenants
         self.clients, self.token_lifetime = clients or {}, token_lifetime
+        self.tls = tls  # (certificate, key): HTTPS
         for url, doc in (contexts or {}).items():
             serve_context(url, doc)
         self.delay = 0.0
@@ -134,6 +138,10 @@ class NgsiBroker:
                 super().shutdown_request(request)
 
         self._server = Server(("127.0.0.1", self.port), Handler)
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*map(str, self.tls))
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, name="ngsi-broker", daemon=True).start()
         return self
@@ -154,7 +162,7 @@ class NgsiBroker:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def rotate(self) -> str:
         """A new token at the identity provider; the old one is refused from now on."""

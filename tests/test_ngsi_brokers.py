@@ -208,6 +208,37 @@ def test_a_token_wrapped_onto_two_lines_is_refused_at_check_and_never_logged(tmp
     assert "s3cret" not in str(exc.value)
 
 
+def test_a_token_file_rewritten_onto_two_lines_is_a_setup_fault_and_never_logged(tmp_path, brokers, caplog):
+    token = tmp_path / "orion.token"
+    token.write_text("tok-first\n")
+    broker = brokers(token="tok-first")
+    h = Harness(tmp_path, broker.url, token_file=str(token), reconnect_max="1s", heartbeat="1h")
+    river(h, 1.0)
+    broker.rotate()
+    token.write_text("Bearer tok-s3cret-part\nand-the-rest\n")  # wrapped by an editor
+    with caplog.at_level(logging.DEBUG):
+        h.attempt(2.5)
+    assert h.dead() == [] and "token_file" in h.transport.last_error
+    assert "s3cret" not in caplog.text and "s3cret" not in h.transport.last_error
+
+
+def test_the_http_librarys_protocol_error_never_quotes_a_header(brokers):
+    """h11's LocalProtocolError quotes the illegal header, the bearer token with it."""
+    import httpx
+
+    from gateway.uplinks.base import TransientError
+    from gateway.uplinks.ngsi_http import exchange
+    broker = brokers()
+
+    async def go():
+        async with httpx.AsyncClient() as client:
+            await exchange(client, "POST", broker.url + "/x", deadline=5,
+                           headers={"Authorization": "Bearer s3cret\r\nX-Evil: 1"})
+    with pytest.raises(TransientError) as exc:
+        asyncio.run(go())
+    assert "s3cret" not in str(exc.value) and "LocalProtocolError" in str(exc.value)
+
+
 # --- a hostile broker: slow, huge, stalling ---------------------------------------------------------
 
 def test_retry_after_is_capped_at_reconnect_max(tmp_path, brokers):
@@ -388,3 +419,26 @@ def test_the_newest_time_upserted_outlives_a_restart_or_reload(tmp_path, brokers
     assert upserts_move_forwards(broker.upserted) == []
     assert broker.entities[RIVER]["currentLevel"]["value"] == 9.0
     assert broker.history(RIVER, "currentLevel")[-3:] == [1.0, 1.1, 1.2], "older readings still go to history"
+
+
+# --- TLS: the system CA store, or ca_file -----------------------------------------------------------
+
+@pytest.mark.parametrize("trust", ["system store", "ca_file", "nothing"])
+def test_the_city_ca_is_trusted_from_the_system_store_unless_ca_file_says_otherwise(tmp_path, brokers, monkeypatch,
+                                                                                    trust):
+    from tests.test_mqtt_rejections_and_tls import make_pki
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    broker = brokers(tls=(pki / "server.pem", pki / "server.key"))
+    if trust == "system store":  # a CA installed in the OS, as OpenSSL finds it
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki / "ca.pem"))
+    extra = {"ca_file": str(pki / "ca.pem")} if trust == "ca_file" else {}
+    h = Harness(tmp_path, broker.url, reconnect_max="1s", heartbeat="1h", **extra)
+    river(h, 1.0)
+    if trust == "nothing":
+        h.attempt(2.0)
+        assert h.dead() == [] and h.buffer.acked["orion"] == 0 and "ConnectError" in h.transport.last_error
+        return
+    h.run()
+    assert broker.entities[RIVER]["currentLevel"]["value"] == 1.0
