@@ -56,6 +56,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per re
 UPSERT = "/ngsi-ld/v1/entityOperations/upsert"
 TEMPORAL = "/ngsi-ld/v1/temporal/entities"
 MAX_ENTITIES = 1000  # per upsert request (Orion-LD)
+TEMPORAL_CONCURRENCY = 4  # temporal requests at once, for different entities
 TEMPORAL_PROBE = 3600.0  # s between asks whether a broker without a temporal store has gained one
 LINK = '<{}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 
@@ -67,13 +68,16 @@ class _Item:
     row: int  # index into the send's rows; -1 for the gateway's heartbeat
     entity: dict[str, Any]
     ms: int  # observedAt of the reading, epoch ms
-    body: bytes = b""
+    body: bytes = b""  # the entity as JSON, for an upsert
+    instances: dict[str, str] | None = None  # attribute -> its instance as JSON, for the temporal API
 
 
 @dataclass
 class _Outcome:
     reasons: list[str | None]
-    decided: list[bool] = field(default_factory=list)
+    decided: list[bool]
+    left: list[int]  # per row, its items not yet settled
+    pending: dict[int, _Item] = field(default_factory=dict)  # items not yet settled, by identity
     retry: str | None = None  # entities the broker failed for its own reasons: retry the send
 
 
@@ -174,6 +178,7 @@ class NgsiLdTransport(Transport):
         self.newest = NewestUpserted(buffer, config.name)
         self.temporal = config.temporal != "off"  # under auto: until the broker says it has no temporal store
         self._temporal_probe_at = 0.0
+        self._temporal_seen = False  # the broker accepted temporal instances since it last said it has no store
         self.requests = 0  # for the bench and status
         self.not_sent_older = 0  # readings older than the current state, with no temporal store to take them
         self.last_error: str | None = None
@@ -221,7 +226,7 @@ class NgsiLdTransport(Transport):
 
     async def _send(self, rows: list[Row]) -> list[str | None]:
         async with self._lock:
-            out = _Outcome([None] * len(rows), [False] * len(rows))
+            out = _Outcome([None] * len(rows), [False] * len(rows), [0] * len(rows))
             items = self._map(rows, out)
             try:
                 await self._deliver(items, out)
@@ -266,7 +271,9 @@ class NgsiLdTransport(Transport):
         by_entity: dict[str, list[_Item]] = {}
         for it in items:
             by_entity.setdefault(it.entity["id"], []).append(it)
-        pending = {id(it): it for it in items}  # items not yet settled, by identity
+        for it in items:
+            out.pending[id(it)] = it
+            out.left[it.row] += 1
         newest: list[_Item] = []
         backlog: dict[str, list[_Item]] = {}
         for eid, seq in by_entity.items():
@@ -274,48 +281,46 @@ class NgsiLdTransport(Transport):
             shown = self.newest.get(eid)
             if seq[-1].ms > shown:
                 newest.append(seq.pop())
-            self._settle([it for it in seq if it.ms == shown], out, pending, None)  # upserted already: a resend
+            self._settle([it for it in seq if it.ms == shown], out, None)  # upserted already: a resend
             seq = [it for it in seq if it.ms != shown]
             if seq:
                 backlog[eid] = seq
         if not self.temporal and self.config.temporal == "auto" and time.monotonic() >= self._temporal_probe_at:
             self.temporal = True
         if backlog and self.temporal:
-            for seq in backlog.values():
-                await self._temporal(seq, out, pending)
-                if not self.temporal:
-                    break
+            await self._temporal_all(list(backlog.values()), out)
         rounds: list[list[_Item]] = []
         if backlog and not self.temporal:
-            rounds = self._replay_rounds(backlog, out, pending)
-        rounds.append(newest + self._heartbeat())
+            rounds = self._replay_rounds(backlog, out)
+        heartbeat = self._heartbeat()
+        for it in heartbeat:
+            out.pending[id(it)] = it
+        rounds.append(newest + heartbeat)
         for batch in rounds:
-            await self._upsert(batch, out, pending)
-        self._settle([], out, pending, None)
+            await self._upsert(batch, out)
 
-    def _replay_rounds(self, backlog: dict[str, list[_Item]], out: _Outcome, pending: dict) -> list[list[_Item]]:
+    def _replay_rounds(self, backlog: dict[str, list[_Item]], out: _Outcome) -> list[list[_Item]]:
         """No temporal store: round k holds each entity's k-th remaining reading,
         those newer than its current state only (an upsert never goes backwards)."""
         left = {}
         for eid, seq in backlog.items():
-            older = [it for it in seq if id(it) in pending and it.ms <= self.newest.get(eid)]
+            older = [it for it in seq if id(it) in out.pending and it.ms <= self.newest.get(eid)]
             self.not_sent_older += len(older)
-            self._settle(older, out, pending, None)
-            left[eid] = [it for it in seq if id(it) in pending]
+            self._settle(older, out, None)
+            left[eid] = [it for it in seq if id(it) in out.pending]
         depth = max((len(s) for s in left.values()), default=0)
         return [[s[k] for s in left.values() if k < len(s)] for k in range(depth)]
 
-    def _settle(self, batch: list[_Item], out: _Outcome, pending: dict, reason: str | None,
-                upserted: bool = False) -> None:
+    def _settle(self, batch: list[_Item], out: _Outcome, reason: str | None, upserted: bool = False) -> None:
         for it in batch:
-            pending.pop(id(it), None)
-            if it.row >= 0 and reason is not None and out.reasons[it.row] is None:
+            if out.pending.pop(id(it), None) is None or it.row < 0:
+                continue
+            if reason is not None and out.reasons[it.row] is None:
                 out.reasons[it.row] = reason
-            if upserted and reason is None and it.row >= 0:
+            if upserted and reason is None:
                 self.newest.advance(it.entity["id"], it.ms)
-        rows_left = {it.row for it in pending.values()}
-        for i in range(len(out.decided)):  # a row is decided once none of its items is pending
-            out.decided[i] = out.decided[i] or i not in rows_left
+            out.left[it.row] -= 1
+            out.decided[it.row] = out.left[it.row] == 0  # once none of its items is pending
 
     def _heartbeat(self) -> list[_Item]:
         now = time.monotonic()
@@ -328,54 +333,81 @@ class NgsiLdTransport(Transport):
 
     # --- temporal instances --------------------------------------------------------------------
 
-    async def _temporal(self, seq: list[_Item], out: _Outcome, pending: dict) -> None:
+    async def _temporal_all(self, backlogs: list[list[_Item]], out: _Outcome) -> None:
+        """Entities' histories are independent: a few at once, each oldest first (the
+        first alone while the broker has not yet shown that it has a temporal store)."""
+        queue = iter(backlogs)
+        if not self._temporal_seen:
+            await self._temporal(next(queue), out)
+
+        async def worker() -> None:
+            for seq in queue:
+                if self.temporal:
+                    await self._temporal(seq, out)
+        results = await asyncio.gather(*(worker() for _ in range(TEMPORAL_CONCURRENCY)), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _temporal(self, seq: list[_Item], out: _Outcome) -> None:
         """One entity's backlog as temporal instances, oldest first, in requests under the limit."""
-        chunks = self._chunks([it for it in seq if id(it) in pending])
+        chunks = self._chunks([it for it in seq if id(it) in out.pending])
         while chunks:
             chunk = chunks.pop(0)
             body = self._temporal_body(chunk)
-            if body is None:  # nothing with a time (an error reading): nothing to keep in history
-                self._settle(chunk, out, pending, None)
+            if body is None:  # nothing but times (an error reading): nothing to keep in history
+                self._settle(chunk, out, None)
                 continue
             answer = await self._post(TEMPORAL, chunk[0].entity["type"], body)
             verdict = judge(answer, True, self.config.reconnect_max)
             if verdict in (Verdict.DONE, Verdict.MULTI):
-                self._settle(chunk, out, pending, None)
+                self._temporal_seen = True
+                self._settle(chunk, out, None)
             elif verdict is Verdict.NO_TEMPORAL:
-                self._no_temporal_store(answer.describe())
+                if self.temporal:
+                    self._no_temporal_store(answer.describe())
                 return
             elif len(chunk) > 1:  # too large, or rejected: find the culprit
                 half = len(chunk) // 2
                 chunks[:0] = [chunk[:half], chunk[half:]]
             else:
-                self._settle(chunk, out, pending, answer.describe())
+                self._settle(chunk, out, answer.describe())
 
     def _no_temporal_store(self, why: str) -> None:
         if self.config.temporal == "on":
             raise SetupFault(f"has no temporal store ({why}) but the uplink says temporal: on")
         log.warning("uplink %s: the broker has no temporal store (%s); the backlog goes through upserts, "
                     "newer readings only", self.name, why)
-        self.temporal = False
+        self.temporal = self._temporal_seen = False
         self._temporal_probe_at = time.monotonic() + TEMPORAL_PROBE
 
+    @staticmethod
+    def _instances(it: _Item) -> dict[str, str]:
+        if it.instances is None:
+            it.instances = {name: json.dumps(attr, ensure_ascii=False, separators=(",", ":"))
+                            for name, attr in it.entity.items() if isinstance(attr, dict) and "observedAt" in attr}
+        return it.instances
+
     def _temporal_body(self, chunk: list[_Item]) -> bytes | None:
-        first = chunk[0].entity
-        doc: dict[str, Any] = {"id": first["id"], "type": first["type"]}
+        """{"id", "type", attribute: [instance, ...]}, from each instance's JSON made once."""
+        by_name: dict[str, list[str]] = {}
         for it in chunk:
-            for name, attr in it.entity.items():
-                if isinstance(attr, dict) and "observedAt" in attr:
-                    doc.setdefault(name, []).append(attr)
-        if not set(doc) - {"id", "type"} - mapping.TIME_ATTRIBUTES:
+            for name, instance in self._instances(it).items():
+                by_name.setdefault(name, []).append(instance)
+        if not set(by_name) - mapping.TIME_ATTRIBUTES:
             return None
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        first = chunk[0].entity
+        head = json.dumps({"id": first["id"], "type": first["type"]}, ensure_ascii=False, separators=(",", ":"))
+        attrs = ",".join(f"{json.dumps(name)}:[{','.join(instances)}]" for name, instances in by_name.items())
+        return f"{head[:-1]},{attrs}}}".encode()
 
     def _chunks(self, seq: list[_Item]) -> list[list[_Item]]:
-        chunks, size, cur = [], 100, []
+        chunks, size, cur = [], 200, []
         for it in seq:
-            n = len(json.dumps(it.entity, separators=(",", ":")).encode())
+            n = sum(len(name) + len(inst) + 6 for name, inst in self._instances(it).items())
             if cur and size + n > self.limit:
                 chunks.append(cur)
-                cur, size = [], 100
+                cur, size = [], 200
             cur.append(it)
             size += n
         if cur:
@@ -403,8 +435,8 @@ class NgsiLdTransport(Transport):
                 parts.append(cur)
         return parts
 
-    async def _upsert(self, batch: list[_Item], out: _Outcome, pending: dict) -> None:
-        queue = self._parts([it for it in batch if id(it) in pending])
+    async def _upsert(self, batch: list[_Item], out: _Outcome) -> None:
+        queue = self._parts([it for it in batch if id(it) in out.pending])
         while queue:
             part = queue.pop(0)
             self.newest.commit_before({it.entity["id"] for it in part})
@@ -412,28 +444,28 @@ class NgsiLdTransport(Transport):
             answer = await self._post(UPSERT + "?options=update", part[0].entity["type"], body)
             verdict = judge(answer, False, self.config.reconnect_max)
             if verdict is Verdict.DONE:
-                self._settle(part, out, pending, None, upserted=True)
+                self._settle(part, out, None, upserted=True)
             elif verdict is Verdict.MULTI:
-                queue[:0] = self._multi_status(answer, part, out, pending)
+                queue[:0] = self._multi_status(answer, part, out)
             elif len(part) > 1:  # too large, or rejected: find the culprit
                 half = len(part) // 2
                 queue[:0] = [part[:half], part[half:]]
             else:
-                self._reject(part[0], answer.describe(), out, pending)
+                self._reject(part[0], answer.describe(), out)
 
-    def _reject(self, it: _Item, reason: str, out: _Outcome, pending: dict) -> None:
+    def _reject(self, it: _Item, reason: str, out: _Outcome) -> None:
         if it.row < 0:
             log.error("uplink %s: broker rejected %s: %s", self.name, it.entity["id"], reason)
-        self._settle([it], out, pending, reason)
+        self._settle([it], out, reason)
 
-    def _multi_status(self, answer, part: list[_Item], out: _Outcome, pending: dict) -> list[list[_Item]]:
+    def _multi_status(self, answer, part: list[_Item], out: _Outcome) -> list[list[_Item]]:
         """Settles what the answer names; returns the unnamed entities, each to be sent alone."""
         try:
             result = ngsi_results.parse(answer.json())
         except ValueError as exc:
             raise TransientError(f"HTTP {answer.status} with a body that is no batch result ({exc})") from None
         if result.all_succeeded and answer.status == 207:  # Orion-LD: created and updated, no errors
-            self._settle(part, out, pending, None, upserted=True)
+            self._settle(part, out, None, upserted=True)
             return []
         alone = []
         for it in part:
@@ -442,9 +474,9 @@ class NgsiLdTransport(Transport):
             if problem is not None and ngsi_results.transient(problem):
                 out.retry = f"the broker failed {eid} for its own reasons: {ngsi_results.reason(problem, answer.status)}"
             elif problem is not None:
-                self._reject(it, ngsi_results.reason(problem, answer.status), out, pending)
+                self._reject(it, ngsi_results.reason(problem, answer.status), out)
             elif eid in result.success:
-                self._settle([it], out, pending, None, upserted=True)
+                self._settle([it], out, None, upserted=True)
             elif len(part) > 1:
                 alone.append([it])
             else:
