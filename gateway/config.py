@@ -191,7 +191,7 @@ class NgsiLdUplinkConfig(UplinkBase):
     temporal: Literal["auto", "on", "off"] = Field("auto", description="history through the temporal API; "
                                                    "off: only through upserts")
     timeout: Duration = Field(30.0, description="whole request, answer included (a broker may fetch contexts)")
-    batch: int = Field(500, ge=1, le=10_000, description="readings per send (several requests: temporal + upsert)")
+    batch: int = Field(2000, ge=1, le=10_000, description="readings per send (several requests: temporal + upsert)")
     max_request_bytes: int = Field(1_000_000, ge=10_000, le=1_048_575, description="upsert/temporal body limit")
     heartbeat: Duration = Field(60.0, description="how often the gateway's own Device entity is refreshed")
     reconnect_max: Duration = Field(30.0, description="longest wait between retries, a broker's Retry-After included")

@@ -69,7 +69,6 @@ class _Item:
     entity: dict[str, Any]
     ms: int  # observedAt of the reading, epoch ms
     body: bytes = b""  # the entity as JSON, for an upsert
-    instances: dict[str, str] | None = None  # attribute -> its instance as JSON, for the temporal API
 
 
 @dataclass
@@ -350,13 +349,18 @@ class NgsiLdTransport(Transport):
                 raise result
 
     async def _temporal(self, seq: list[_Item], out: _Outcome) -> None:
-        """One entity's backlog as temporal instances, oldest first, in requests under the limit."""
-        chunks = self._chunks([it for it in seq if id(it) in out.pending])
+        """One entity's backlog as temporal instances, oldest first; a request too
+        large for the limit, or refused, is halved until the culprit stands alone."""
+        chunks = [[it for it in seq if id(it) in out.pending]]
         while chunks:
             chunk = chunks.pop(0)
             body = self._temporal_body(chunk)
             if body is None:  # nothing but times (an error reading): nothing to keep in history
                 self._settle(chunk, out, None)
+                continue
+            if len(body) > self.limit and len(chunk) > 1:
+                half = len(chunk) // 2
+                chunks[:0] = [chunk[:half], chunk[half:]]
                 continue
             answer = await self._post(TEMPORAL, chunk[0].entity["type"], body)
             verdict = judge(answer, True, self.config.reconnect_max)
@@ -382,37 +386,17 @@ class NgsiLdTransport(Transport):
         self._temporal_probe_at = time.monotonic() + TEMPORAL_PROBE
 
     @staticmethod
-    def _instances(it: _Item) -> dict[str, str]:
-        if it.instances is None:
-            it.instances = {name: json.dumps(attr, ensure_ascii=False, separators=(",", ":"))
-                            for name, attr in it.entity.items() if isinstance(attr, dict) and "observedAt" in attr}
-        return it.instances
-
-    def _temporal_body(self, chunk: list[_Item]) -> bytes | None:
-        """{"id", "type", attribute: [instance, ...]}, from each instance's JSON made once."""
-        by_name: dict[str, list[str]] = {}
-        for it in chunk:
-            for name, instance in self._instances(it).items():
-                by_name.setdefault(name, []).append(instance)
-        if not set(by_name) - mapping.TIME_ATTRIBUTES:
-            return None
+    def _temporal_body(chunk: list[_Item]) -> bytes | None:
+        """{"id", "type", attribute: [instance, ...]}: what has an observedAt, oldest first."""
         first = chunk[0].entity
-        head = json.dumps({"id": first["id"], "type": first["type"]}, ensure_ascii=False, separators=(",", ":"))
-        attrs = ",".join(f"{json.dumps(name)}:[{','.join(instances)}]" for name, instances in by_name.items())
-        return f"{head[:-1]},{attrs}}}".encode()
-
-    def _chunks(self, seq: list[_Item]) -> list[list[_Item]]:
-        chunks, size, cur = [], 200, []
-        for it in seq:
-            n = sum(len(name) + len(inst) + 6 for name, inst in self._instances(it).items())
-            if cur and size + n > self.limit:
-                chunks.append(cur)
-                cur, size = [], 200
-            cur.append(it)
-            size += n
-        if cur:
-            chunks.append(cur)
-        return chunks
+        doc: dict[str, Any] = {"id": first["id"], "type": first["type"]}
+        for it in chunk:
+            for name, attr in it.entity.items():
+                if isinstance(attr, dict) and "observedAt" in attr:
+                    doc.setdefault(name, []).append(attr)
+        if not set(doc) - {"id", "type"} - mapping.TIME_ATTRIBUTES:
+            return None
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
     # --- current state -------------------------------------------------------------------------
 
