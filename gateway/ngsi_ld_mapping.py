@@ -50,7 +50,7 @@ KIND_PROPERTIES = {"river_level": ["waterLevel"], "snow_depth": ["depth", "tempe
 
 # river stage (gateway/pipeline.py STAGES) to floodLevelStatus; the model leaves the vocabulary
 # open ("Danger if the current level is higher than the danger level"): ours is the Japanese
-# river stages, documented in docs/river-and-snow.md
+# river stages, documented in docs/ngsi-ld.md
 FLOOD_STATUS = {"normal": "normal", "standby": "standby", "caution": "caution", "evacuation": "evacuation",
                 "danger": "danger"}
 
@@ -126,7 +126,7 @@ def flood_monitoring(doc: dict, options: Any = None) -> dict[str, Any]:
     level, unit = _v(doc, "water_level")
     if _number(level):
         e["currentLevel"] = measured(level, at, unit)
-    mount = _option(options, "mount_height")  # the sensor above the gauge datum (see docs/river-and-snow.md)
+    mount = _option(options, "mount_height")  # the sensor above the gauge datum (see docs/ngsi-ld.md)
     if _number(mount):
         e["referenceLevel"] = {"type": "Property", "value": mount, "unitCode": "MTR"}
     levels = _option(options, "alert_levels")
