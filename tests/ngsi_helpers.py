@@ -12,7 +12,7 @@ from typing import Awaitable, Callable
 from gateway.buffer import Buffer
 from gateway.config import NgsiLdUplinkConfig
 from gateway.delivery import Delivery
-from gateway.reading import Reading, Value
+from gateway.sdk import Reading, Value
 from gateway.uplinks.ngsi_ld import NgsiLdTransport
 
 GW = "test-gw"

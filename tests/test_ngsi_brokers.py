@@ -12,7 +12,7 @@ import logging
 import pytest
 
 from gateway.buffer import Buffer
-from tests.ngsi_broker import NgsiBroker, serve_context
+from tests.ngsi_broker import NgsiBroker
 from tests.ngsi_checks import CONTEXT_FILES
 from tests.ngsi_helpers import GW, RIVER, Harness, river, upserts_move_forwards
 

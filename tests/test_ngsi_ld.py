@@ -7,7 +7,6 @@ issue's figure; `NGSI_OUTAGE_S=5` for a quick local run)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -17,12 +16,8 @@ from pathlib import Path
 import pytest
 
 from gateway import ngsi_ld_mapping as mapping
-from gateway.buffer import Buffer
 from gateway.buffer import stats as buffer_stats
-from gateway.config import NgsiLdUplinkConfig
-from gateway.delivery import Delivery
-from gateway.reading import Reading, Value
-from gateway.uplinks.ngsi_ld import NgsiLdTransport, retry_after
+from gateway.uplinks.ngsi_ld import retry_after
 from tests.helpers import GatewayProcess, wait_for, write_config
 from tests.ngsi_broker import CORE_V18, NgsiBroker, check_entity
 from tests.ngsi_helpers import GW, LEVELS, Harness, doc, river

@@ -14,7 +14,8 @@ import pytest
 
 from gateway.buffer import Buffer
 from gateway.buffer import stats as buffer_stats
-from gateway.reading import Reading, Value, format_time
+from gateway.sdk import Reading, Value
+from gateway.sdk.reading import format_time
 from tests.daemon_helpers import status_json
 from tests.helpers import GatewayProcess, wait_for, write_config
 from tests.ngsi_broker import NgsiBroker

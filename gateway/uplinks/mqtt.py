@@ -24,7 +24,7 @@ from paho.mqtt.properties import Properties
 from gateway.backoff import Backoff
 from gateway.buffer import Row
 from gateway.config import MqttUplinkConfig
-from gateway.fields import read_secret
+from gateway.sdk.fields import read_secret
 from gateway.uplinks.base import Transport, TransportLost
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.fields import read_secret
+from gateway.sdk.fields import read_secret
 from gateway.uplinks.ngsi_http import ERROR_BODY_LIMIT, SetupFault, exchange
 
 TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")

@@ -42,7 +42,7 @@ from gateway import ngsi_ld_mapping as mapping
 from gateway import registry
 from gateway.buffer import Buffer, Row
 from gateway.config import NgsiLdUplinkConfig
-from gateway.reading import format_time
+from gateway.sdk.reading import format_time
 from gateway.uplinks import ngsi_results
 from gateway.uplinks.base import TransientError, Transport
 from gateway.uplinks.ngsi_auth import token_source
