@@ -47,6 +47,7 @@ def test_every_kind_maps_to_a_valid_smart_data_model_entity():
                                      "unitCode": "MTR"}
     assert (river["referenceLevel"]["value"], river["alertLevel"]["value"], river["dangerLevel"]["value"]) == (6.0, 2.0, 3.0)
     assert river["floodLevelStatus"]["value"] == "caution"
+    assert river["observationDateTime"]["value"] == {"@type": "DateTime", "@value": "2025-11-22T03:04:05.678Z"}
 
     snow = mapping.entities(doc("snow_depth", {"snow_depth": (0.42, "m"), "distance": (1.58, "m"),
                                                "air_temperature": (-2.5, "°C")}, "snow-1"))[0]
