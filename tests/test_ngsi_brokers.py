@@ -276,6 +276,18 @@ def test_a_huge_error_body_is_read_only_up_to_a_bound(tmp_path, brokers):
     assert len(reason) < 2000, "the reason is a bounded excerpt"
 
 
+def test_a_huge_207_is_cut_and_the_entities_asked_about_in_halves(tmp_path, brokers):
+    broker = brokers()
+    junk = json.dumps({"success": [], "errors": [], "junk": "x" * (50 * 1024 * 1024)}).encode()
+    broker.fail_next.append((207, {"Content-Type": "application/json"}, junk))
+    h = Harness(tmp_path, broker.url, heartbeat="1h")
+    for s in ("river-1", "river-2"):
+        river(h, 1.0, s)
+    h.run()
+    assert h.dead() == [] and len([e for e in broker.entities if "FloodMonitoring" in e]) == 2
+    assert broker.statuses("FloodMonitoring") == [207, 201, 201]
+
+
 def test_a_201_that_stores_nothing_cannot_be_detected(tmp_path, brokers):
     """What we can and cannot know: a broker that says 201 and keeps nothing looks
     like success. The uplink believes it (no read-back: it would double the load)."""

@@ -374,7 +374,9 @@ class NgsiLdTransport(Transport):
         """Settles what the answer names; returns the unnamed entities, each to be sent alone."""
         try:
             result = ngsi_results.parse(answer.json())
-        except ValueError as exc:
+        except ValueError as exc:  # not JSON, or too long to read: ask about fewer entities
+            if len(part) > 1:
+                return [part[:len(part) // 2], part[len(part) // 2:]]
             raise TransientError(f"HTTP {answer.status} with a body that is no batch result ({exc})") from None
         if result.all_succeeded and answer.status == 207:  # Orion-LD: created and updated, no errors
             self._settle(part, out, None, upserted=True)
