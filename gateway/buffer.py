@@ -215,10 +215,11 @@ class Buffer:
     def append(self, r: Reading) -> int:
         """Queue a reading (its id made by gateway.ids) for the next group commit."""
         seq = self._next_seq
-        self._next_seq += 1
         _, _, ms, counter = r.id.rsplit(".", 3)
-        self._pending.rows.append((seq, r.sensor, r.kind, r.device, epoch_ms(r.observed_at), int(r.alert),
-                                   int(ms) * 1_000_000 + int(counter), pack(r.rest_json())))
+        row = (seq, r.sensor, r.kind, r.device, epoch_ms(r.observed_at), int(r.alert),
+               int(ms) * 1_000_000 + int(counter), pack(r.rest_json()))  # raises before anything is queued
+        self._next_seq += 1
+        self._pending.rows.append(row)
         if len(self._pending.rows) >= self.commit_rows and not self._write_failing:
             self.commit()
         return seq
@@ -341,23 +342,37 @@ class Buffer:
 
     # --- changes while running (clock correction, config reload) ---------------------------------
 
-    def rewrite(self, fix: Callable[[str], tuple[str, int] | None], since_seq: int, containing: str) -> int:
-        """Rewrite buffered readings in place: `fix(rest)` gets a row's stored
-        JSON (all but id, names and time) and returns (new rest, observed_ms) or
-        None to leave the row alone. Only rows from `since_seq` whose rest
-        contains `containing` are offered. Used to correct the times of
-        readings taken before the clock was trusted."""
+    def rewrite(self, fix: Callable[[str], tuple[str, int] | None], first: int, last: int, containing: str, *,
+                limit: int = 2000, memo: Callable[[int], tuple[str, str | None]] | None = None
+                ) -> tuple[int, int]:
+        """Rewrite one chunk of buffered readings in place: `fix(rest)` gets a
+        row's stored JSON (all but id, names and time) and returns (new rest,
+        observed_ms) or None to leave the row alone. Offered: up to `limit` rows
+        from seq `first` to `last` whose rest contains `containing`. `memo(next)`
+        gives a (key, value) written in the same transaction, so a record of
+        its progress always agrees with the rows. Returns (the seq the next
+        chunk starts at, rows changed). Used to correct the times of readings
+        taken before the clock was trusted, in chunks the event loop can breathe
+        between."""
         self.commit()
+        rows = self.conn.execute("SELECT seq, rest FROM readings WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+                                 (first, last, limit)).fetchall()
         updates = []
-        for seq, packed in self.conn.execute("SELECT seq, rest FROM readings WHERE seq >= ?", (since_seq,)):
+        for seq, packed in rows:
             rest = unpack(packed)  # packed rows: the filter runs here, not in SQL
             if containing in rest and (new := fix(rest)) is not None:
                 updates.append((pack(new[0]), new[1], seq))
-        if updates:
-            with self.conn:
-                self.conn.execute("BEGIN IMMEDIATE")
-                self.conn.executemany("UPDATE readings SET rest = ?, observed_ms = ? WHERE seq = ?", updates)
-        return len(updates)
+        following = rows[-1][0] + 1 if len(rows) == limit else last + 1
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("UPDATE readings SET rest = ?, observed_ms = ? WHERE seq = ?", updates)
+            if memo is not None:
+                key, value = memo(following)
+                if value is None:
+                    self.conn.execute("DELETE FROM memo WHERE key = ?", (key,))
+                else:
+                    self.conn.execute("INSERT OR REPLACE INTO memo VALUES (?, ?)", (key, value))
+        return following, len(updates)
 
     def add_uplink(self, name: str) -> None:
         """A new uplink (config reload) starts at the oldest reading still buffered."""
@@ -382,6 +397,17 @@ class Buffer:
             self._listeners.remove(callback)
 
     # --- reading (committed rows only) ---------------------------------------------------------
+
+    def backlog(self, uplink: str) -> dict:
+        """An uplink's pending readings (retried dead letters included), the oldest
+        one's observed_ms, and its dead letters (committed rows only)."""
+        acked = self.acked.get(uplink, self.last_seq)
+        c = self.conn
+        retries = c.execute("SELECT count(*) FROM dead WHERE uplink = ? AND retry = 1", (uplink,)).fetchone()[0]
+        dead = c.execute("SELECT count(*) FROM dead WHERE uplink = ? AND retry = 0", (uplink,)).fetchone()[0]
+        oldest = c.execute("SELECT observed_ms FROM readings WHERE seq > ? ORDER BY seq LIMIT 1", (acked,)).fetchone()
+        return {"pending": self.last_seq - acked + retries, "oldest_ms": oldest[0] if oldest else None,
+                "dead_letters": dead}
 
     def fetch(self, after: int, limit: int) -> list[Row]:
         return self._rows("WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))

@@ -464,7 +464,21 @@ def _plaintext_secrets(config: Config, out: _Collector) -> None:
                                                    "use mqtts:// or https://")))
 
 
+def _tls_checks(config: Config, out: _Collector) -> None:
+    """TLS material loaded exactly as the uplinks will load it at run time."""
+    from gateway import tls
+    for i, u in enumerate(config.uplinks):
+        files = {k: getattr(u, k, None) for k in ("ca_file", "cert_file", "key_file")}
+        if not any(files.values()):
+            continue
+        try:
+            tls.client_context(**files)
+        except tls.TlsError as exc:
+            out.add(("uplinks", i, exc.key), str(exc))
+
+
 def _cross_checks(config: Config, out: _Collector) -> None:
+    _tls_checks(config, out)
     _plaintext_secrets(config, out)
     if any(isinstance(u, NgsiLdUplinkConfig) for u in config.uplinks):
         for i, s in enumerate(config.sensors):

@@ -11,25 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-from gateway.status import snapshot
-
-if TYPE_CHECKING:
-    from gateway.service import Gateway
 
 log = logging.getLogger(__name__)
 
 
 class GatewayCollector:
-    def __init__(self, gw: "Gateway"):
-        self.gw = gw
+    def __init__(self, snapshot: Callable[[], dict]):
+        self.snapshot = snapshot
 
     def collect(self):
-        s = snapshot(self.gw)
+        s = self.snapshot()
         readings = CounterMetricFamily("gateway_readings", "readings taken, per sensor", labels=["sensor"])
         errors = CounterMetricFamily("gateway_read_errors", "failed reads and error readings, per sensor",
                                      labels=["sensor"])
@@ -64,14 +59,31 @@ class GatewayCollector:
         yield GaugeMetricFamily("gateway_buffer_readings", "readings in the buffer", value=s["buffer"]["readings"])
         yield GaugeMetricFamily("gateway_clock_synced", "1 when the wall clock is trusted",
                                 value=1 if s["clock"]["synced"] else 0)
+        yield from self._tasks(s)
+
+    @staticmethod
+    def _tasks(s: dict):
+        up = GaugeMetricFamily("gateway_task_up", "0 while a supervised task is dead, awaiting its restart",
+                               labels=["task"])
+        restarts = CounterMetricFamily("gateway_task_restarts", "restarts after the task died", labels=["task"])
+        for name, t in s["tasks"].items():
+            up.add_metric([name], 0 if t["state"] == "restarting" else 1)
+            restarts.add_metric([name], t["restarts"])
+        yield from (up, restarts)
+        refused = bool(s["reload"]) and s["reload"]["result"] == "refused"
+        yield GaugeMetricFamily("gateway_reload_refused", "1 when the last config reload was refused",
+                                value=1 if refused else 0)
 
 
 class MetricsServer:
-    def __init__(self, gw: "Gateway", port: int, host: str = "127.0.0.1"):
-        self.gw = gw
+    """`snapshot` and `problems` come from the health view (gateway/health.py)."""
+
+    def __init__(self, snapshot: Callable[[], dict], problems: Callable[[], list[str]], port: int,
+                 host: str = "127.0.0.1"):
+        self.problems = problems
         self.host, self.port = host, port
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(GatewayCollector(gw))
+        self.registry.register(GatewayCollector(snapshot))
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -94,7 +106,7 @@ class MetricsServer:
             elif path == "/metrics":
                 code, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
             elif path == "/healthz":
-                problems = self.gw.health_problems()
+                problems = self.problems()
                 code = "503 Service Unavailable" if problems else "200 OK"
                 ctype, body = "text/plain", ("\n".join(problems) if problems else "ok").encode() + b"\n"
             else:

@@ -17,6 +17,7 @@ import pytest
 
 from gateway import cli
 from gateway.config import load_config
+from tests.helpers import make_pki
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = Path(sys.executable).with_name("gateway")
@@ -224,9 +225,7 @@ def full_config(tmp: Path) -> str:
     """A config with every section of SPEC §2, secrets in files under `tmp`."""
     (tmp / "mqtt.secret").write_text("hunter2\n")
     (tmp / "orion.token").write_text("token\n")
-    (tmp / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    (tmp / "client.pem").write_text("cert\n")
-    (tmp / "client.key").write_text("key\n")
+    make_pki(tmp)  # ca.pem, client.pem, client.key: real material, `check` loads it as `run` will
     return f"""\
 gateway:
   id: takamatsu-river-07

@@ -101,3 +101,58 @@ def test_metrics_in_prometheus_text(running):
 def test_healthz(running):
     assert _get(running[3], "/healthz") == (200, "ok\n")
     assert _get(running[3], "/nothing")[0] == 404
+
+
+def test_status_shows_tasks_reload_and_each_uplinks_last_error(running):
+    """Issue 9: the health view adds per uplink `last_error`, per sensor `last_reading_at`, `tasks`, `reload`."""
+    cfg, _, _, port = running
+    s = status_json(cfg)
+    tasks = s["tasks"]
+    for name in ("commit", "watchdog", "health", "sensor-river-1", "sensor-river-2", "deliver-console",
+                 "deliver-city", "uplink-city"):
+        assert tasks[name] == {"state": "running", "restarts": 0, "last_error": None}, (name, tasks)
+    assert tasks["clock"]["state"] == "done"  # its job ends once the clock is trusted
+    assert s["reload"] is None  # no reload yet
+    assert "Connection refused" in s["uplinks"]["city"]["last_error"]
+    assert s["uplinks"]["console"]["last_error"] is None
+    river = s["sensors"]["river-1"]
+    assert river["last_reading_at"] is not None and river["last_reading_at"].endswith("Z")
+    assert s["sensors"]["river-2"]["last_reading_at"] is None
+    code, text = _get(port, "/metrics")
+    assert 'gateway_task_up{task="deliver-city"} 1.0' in text and "gateway_reload_refused 0.0" in text
+    assert 'gateway_task_restarts_total{task="commit"} 0.0' in text
+
+
+def test_the_health_view_tells_its_listeners_of_a_state_change(tmp_path):
+    import asyncio
+    import time
+
+    import yaml
+
+    from gateway.config import parse_config
+    from gateway.service import Gateway
+
+    doc = base_config(tmp_path, sensors=[{"id": "river-1", "driver": "sim_river", "interval": "100ms"},
+                                         {"id": "river-2", "driver": "maxbotix", "interval": "100ms",
+                                          "port": str(tmp_path / "ttyUSB-unplugged")}], uplinks=[])
+    seen: list[dict] = []
+
+    async def scenario():
+        gw = Gateway(parse_config(yaml.safe_dump(doc)))
+        task = asyncio.create_task(gw.run())
+        deadline = time.monotonic() + 20
+        while gw.health is None:
+            await asyncio.sleep(0.01)
+        gw.health.on_change(lambda: seen.append(gw.health.snapshot()["sensors"]))
+        while not any(x.get("river-2", {}).get("state") == "failing" for x in seen):
+            assert time.monotonic() < deadline, seen[-1:]
+            await asyncio.sleep(0.02)
+        count = len(seen)
+        await asyncio.sleep(0.5)
+        gw.request_stop("test")
+        assert await task == 0
+        return count
+
+    count = asyncio.run(scenario())
+    assert seen[-1]["river-1"]["state"] == "ok"
+    assert count <= 4, "told of changes, not of every check"

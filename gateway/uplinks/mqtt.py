@@ -25,6 +25,7 @@ from gateway.backoff import Backoff
 from gateway.buffer import Row
 from gateway.config import MqttUplinkConfig
 from gateway.sdk.fields import read_secret
+from gateway.tls import TlsError, client_context
 from gateway.uplinks.base import Transport, TransportLost
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,11 @@ class MqttTransport(Transport):
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._connect_loop(), name=f"mqtt-{self.name}")
+
+    async def run(self) -> None:
+        """Connect and reconnect, as the daemon's supervised task `uplink-<name>`."""
+        self._task = asyncio.current_task()
+        await self._connect_loop()
 
     async def ready(self) -> None:
         await self._ready.wait()
@@ -99,12 +104,8 @@ class MqttTransport(Transport):
         client.enable_logger(logging.getLogger("paho.mqtt"))  # callback errors reach our log
         if self.config.username:
             client.username_pw_set(self.config.username, self.password)
-        if self.config.tls:
-            client.tls_set(
-                ca_certs=str(self.config.ca_file) if self.config.ca_file else None,
-                certfile=str(self.config.cert_file) if self.config.cert_file else None,
-                keyfile=str(self.config.key_file) if self.config.key_file else None,
-            )
+        if self.config.tls:  # read at each connection: a renewed certificate is picked up without a restart
+            client.tls_set_context(client_context(self.config.ca_file, self.config.cert_file, self.config.key_file))
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -121,13 +122,14 @@ class MqttTransport(Transport):
     async def _connect_loop(self) -> None:
         backoff = Backoff(1.0, self.config.reconnect_max)
         while not self._stopping:
-            client = self._new_client()
             self._lost = asyncio.Event()
             try:
+                client = self._new_client()
                 await asyncio.to_thread(client.connect, self.host, self.port, int(self.config.keepalive),
                                         **self._connect_kwargs())
-            except (OSError, ssl.SSLError, ValueError) as exc:
+            except (OSError, ssl.SSLError, ValueError, TlsError) as exc:
                 delay = backoff.next()
+                self.last_error = f"cannot connect to {self.host}:{self.port}: {exc}"
                 log.warning("uplink %s: cannot connect to %s:%s (%s); retrying in %.1fs",
                             self.name, self.host, self.port, exc, delay)
                 await asyncio.sleep(delay)
@@ -153,7 +155,9 @@ class MqttTransport(Transport):
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.error("uplink %s: broker %s:%s refused the connection: %s", self.name, self.host, self.port, reason_code)
+            self.last_error = f"broker refused the connection: {reason_code}"
             return  # paho disconnects; _on_disconnect follows
+        self.last_error = None
         client.publish(self.status_topic, "online", qos=1, retain=True)
         log.info("uplink %s: connected to %s:%s (session present: %s)", self.name, self.host, self.port,
                  flags.session_present)
@@ -165,9 +169,11 @@ class MqttTransport(Transport):
     def _connection_lost(self, reason: str) -> None:
         if self._ready.is_set() and not self._stopping:
             log.warning("uplink %s: disconnected from %s:%s (%s)", self.name, self.host, self.port, reason)
+            self.last_error = f"disconnected: {reason}"
         elif not self._stopping:
             log.warning("uplink %s: %s:%s closed the connection before accepting it (%s); check the TLS "
                         "certificates, username and password", self.name, self.host, self.port, reason)
+            self.last_error = self.last_error or f"closed before accepting the connection: {reason}"
         self._ready.clear()
         pending, self._pending = self._pending, {}
         for fut, _ in pending.values():

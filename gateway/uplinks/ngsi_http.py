@@ -29,7 +29,6 @@ import asyncio
 import email.utils
 import enum
 import json
-import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -97,12 +96,6 @@ def retry_after(value: str | None, cap: float) -> float | None:
         except (TypeError, ValueError):
             return None
     return min(cap, max(0.0, seconds)) if seconds == seconds else None  # NaN: none
-
-
-def ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    """The system CA store (where a city CA installed in the OS lives), or only `ca_file` when given.
-    One place, to be replaced by the shared builder in gateway/tls.py."""
-    return ssl.create_default_context(cafile=ca_file)
 
 
 def _safe(exc: Exception) -> str:

@@ -42,10 +42,11 @@ from gateway import ngsi_ld_mapping as mapping
 from gateway.buffer import Buffer, Row
 from gateway.config import NgsiLdUplinkConfig
 from gateway.sdk.reading import format_time
+from gateway.tls import client_context
 from gateway.uplinks import ngsi_results
 from gateway.uplinks.base import TransientError, Transport
 from gateway.uplinks.ngsi_auth import token_source
-from gateway.uplinks.ngsi_http import SetupFault, Verdict, exchange, judge, retry_after, ssl_context
+from gateway.uplinks.ngsi_http import SetupFault, Verdict, exchange, judge, retry_after
 from gateway.uplinks.ngsi_state import NewestUpserted, SensorLookup
 
 __all__ = ["NgsiLdTransport", "retry_after"]
@@ -122,9 +123,9 @@ class NgsiLdTransport(Transport):
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        ca = None if self.config.ca_file is None else str(self.config.ca_file)
-        self._client = httpx.AsyncClient(base_url=self.config.url.rstrip("/"), headers=self._headers,
-                                         verify=ssl_context(ca), timeout=self.config.timeout, trust_env=False)
+        verify = client_context(self.config.ca_file)  # the system CA store unless ca_file
+        self._client = httpx.AsyncClient(base_url=self.config.url.rstrip("/"), headers=self._headers, verify=verify,
+                                         timeout=self.config.timeout, trust_env=False)
 
     async def stop(self) -> None:
         # A send still running would write state (newest upserted) after a successor took over.
