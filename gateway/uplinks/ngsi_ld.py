@@ -40,6 +40,7 @@ import httpx
 
 from gateway import ngsi_ld_mapping as mapping
 from gateway.buffer import Buffer, Row
+from gateway.catalogue import SensorCatalogue
 from gateway.config import NgsiLdUplinkConfig
 from gateway.sdk.reading import format_time
 from gateway.tls import client_context
@@ -47,7 +48,7 @@ from gateway.uplinks import ngsi_results
 from gateway.uplinks.base import TransientError, Transport
 from gateway.uplinks.ngsi_auth import token_source
 from gateway.uplinks.ngsi_http import SetupFault, Verdict, exchange, judge, retry_after
-from gateway.uplinks.ngsi_state import NewestUpserted, SensorLookup
+from gateway.uplinks.ngsi_state import NewestUpserted
 
 __all__ = ["NgsiLdTransport", "retry_after"]
 
@@ -95,14 +96,15 @@ def _firmware() -> str:
 class NgsiLdTransport(Transport):
     window = 1  # one send at a time: per-entity order and "never backwards" stay simple
 
-    def __init__(self, config: NgsiLdUplinkConfig, gateway: str, app_config: Any = None,
+    def __init__(self, config: NgsiLdUplinkConfig, gateway: str, catalogue: SensorCatalogue | None = None,
                  buffer: Buffer | None = None):
         self.config = config
         self.name = config.name
         self.gateway = gateway
         self.batch = config.batch
         self.limit = config.max_request_bytes
-        self.sensors = SensorLookup(app_config)
+        # Shared with the daemon, which replaces its entries on a reload: looked up on every send.
+        self.catalogue = catalogue if catalogue is not None else SensorCatalogue()
         self.newest = NewestUpserted(buffer, config.name)
         self.temporal = config.temporal != "off"  # under auto: until the broker says it has no temporal store
         self._temporal_probe_at = 0.0
@@ -189,7 +191,7 @@ class NgsiLdTransport(Transport):
             try:
                 doc = json.loads(row.body)
                 ms = _ms(doc["observed_at"])
-                for e in mapping.entities(doc, self.sensors.options(row.sensor)):
+                for e in mapping.entities(doc, self.catalogue.get(row.sensor)):
                     items.append(_Item(i, e, ms))
             except (mapping.Unmappable, ValueError, KeyError, TypeError) as exc:
                 out.reasons[i], out.decided[i] = f"not mappable to NGSI-LD: {exc}", True
@@ -256,7 +258,7 @@ class NgsiLdTransport(Transport):
             return []
         self._next_heartbeat = now + self.config.heartbeat
         at = format_time(time.time())
-        e = mapping.gateway_device(self.gateway, self.sensors.location, self.sensors.kinds, _firmware(), "ok", at)
+        e = mapping.gateway_device(self.gateway, self.catalogue.location, self.catalogue.kinds(), _firmware(), "ok", at)
         return [_Item(-1, e, _ms(at))]
 
     # --- temporal instances --------------------------------------------------------------------

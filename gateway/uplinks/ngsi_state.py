@@ -1,40 +1,10 @@
-"""What the NGSI-LD uplink knows beside the readings: the sensors' options
-(one place, to become the pipeline's sensor catalogue), and per entity the
-newest time upserted, kept in the buffer."""
+"""State of the NGSI-LD uplink that outlives it: per entity, the newest time
+upserted, kept in the buffer."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from gateway import registry
 from gateway.buffer import Buffer
 from gateway.uplinks.base import TransientError
-
-
-def _kind_of(options: Any) -> str | None:
-    kind = getattr(options, "kind", None)
-    if isinstance(kind, str):
-        return kind
-    try:
-        kind = getattr(registry.load(options.driver), "kind", None)
-    except registry.DriverLoadError:
-        return None
-    return kind if isinstance(kind, str) else None
-
-
-class SensorLookup:
-    """Everything this uplink asks about sensors, in one place: their options
-    (alert levels, mount height, battery range), their kinds and the gateway's
-    location for the heartbeat."""
-
-    def __init__(self, app_config: Any = None):
-        sensors = list(getattr(app_config, "sensors", None) or [])
-        self._options = {s.id: s for s in sensors}
-        self.kinds = sorted({k for k in map(_kind_of, sensors) if k})
-        self.location = getattr(getattr(app_config, "gateway", None), "location", None)
-
-    def options(self, sensor: str) -> Any:
-        return self._options.get(sensor)
 
 
 class NewestUpserted:
