@@ -73,7 +73,7 @@ def test_reads_are_due_at_start_plus_n_intervals_without_drift():
     # On the grid, 10 intervals take 2.0 s; sleeping a whole interval after each 100 ms read would take 3.0 s.
     # The margin between the two (0.5 s either way) is what a loaded machine may add to a read's start.
     elapsed = driver.times[10] - driver.times[0]
-    assert 2.0 - 0.05 < elapsed < 2.5, f"10 intervals took {elapsed:.3f}s"
+    assert 1.5 < elapsed < 2.5, f"10 intervals took {elapsed:.3f}s"
 
 
 def test_a_hung_sensor_does_not_stall_the_others_and_is_reported():
