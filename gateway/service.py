@@ -170,6 +170,8 @@ class Gateway:
             from gateway.metrics import MetricsServer
             self.metrics_server = MetricsServer(self, cfg.service.metrics_port)
             await self.metrics_server.start()
+        from gateway.manage.wiring import start_manager
+        self.manager = await start_manager(self)  # SPEC §7; None without a manage section
         self._core_tasks = [asyncio.create_task(self._commit_loop(), name="commit"),
                             asyncio.create_task(self._watch_clock(), name="clock"),
                             asyncio.create_task(self._watchdog_loop(), name="watchdog")]
@@ -195,6 +197,8 @@ class Gateway:
         await asyncio.gather(*self._core_tasks, *self.delivery_tasks.values(), return_exceptions=True)
         for t in self.transports.values():
             await t.stop()
+        if self.manager is not None:
+            await self.manager.stop()
         await self.status_server.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()

@@ -14,7 +14,6 @@ import json
 import logging
 import ssl
 from collections import deque
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -24,7 +23,7 @@ from paho.mqtt.properties import Properties
 from gateway.backoff import Backoff
 from gateway.buffer import Row
 from gateway.config import MqttUplinkConfig
-from gateway.fields import read_secret
+from gateway.mqtt_session import authenticate, broker_address
 from gateway.uplinks.base import Transport, TransportLost
 
 log = logging.getLogger(__name__)
@@ -58,12 +57,9 @@ class MqttTransport(Transport):
         self.gateway = gateway
         self.batch = config.batch
         self.window = config.window
-        url = urlsplit(config.url)
-        self.host = url.hostname
-        self.port = url.port or (8883 if config.tls else 1883)
+        self.host, self.port = broker_address(config)
         self.status_topic = f"city/{gateway}/status"
         self.client_id = config.client_id or f"{gateway}-{config.name}"
-        self.password = read_secret(config.password_file) if config.password_file else None
         self._client: mqtt.Client | None = None
         self._pending: dict[int, tuple[asyncio.Future, int]] = {}
         self._topics: dict[tuple, str] = {}
@@ -97,14 +93,7 @@ class MqttTransport(Transport):
         )
         client.max_inflight_messages_set(self.window)
         client.enable_logger(logging.getLogger("paho.mqtt"))  # callback errors reach our log
-        if self.config.username:
-            client.username_pw_set(self.config.username, self.password)
-        if self.config.tls:
-            client.tls_set(
-                ca_certs=str(self.config.ca_file) if self.config.ca_file else None,
-                certfile=str(self.config.cert_file) if self.config.cert_file else None,
-                keyfile=str(self.config.key_file) if self.config.key_file else None,
-            )
+        authenticate(client, self.config)
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

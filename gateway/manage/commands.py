@@ -1,0 +1,82 @@
+"""The signed commands of SPEC §7 (`cmd/{name}`): each takes the request's
+args and returns the result document; a CommandError is a refusal with its
+reason. The daemon's side comes in as callables (see Hooks), so this module
+never reaches into the daemon's objects."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from gateway.fields import parse_duration
+
+MAX_PROBE_COUNT = 10
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class CommandError(Exception):
+    pass
+
+
+@dataclass
+class Hooks:
+    """What the management agent may ask of the daemon."""
+
+    snapshot: Callable[[], dict]                              # `gateway status --json`, plus last_error etc.
+    apply_config: Callable[[Any], Awaitable[None]]            # all-or-nothing; raises when refused
+    reload: Callable[[], Awaitable[Any]]                      # re-read the config file; returns the Config
+    probe: Callable[[str, int], Awaitable[list[dict]]]        # the sensor's next readings
+    retry_dead: Callable[[], int]                             # dead letters moved back to pending
+    logs: Callable[[float | None, int], list[dict]]           # recent log lines (LogRing.lines)
+    recall: Callable[[str], str | None]                       # durable state ("manage:seq")
+    remember: Callable[[str, str], None]                      # ... written to disk before it returns
+    clock_synced: Callable[[], bool]
+    on_change: Callable[[Callable[[], None]], None] | None = None
+    update: Callable[[dict], Awaitable[dict]] | None = None  # start a software update (update.py)
+
+
+def _count(args: dict) -> int:
+    count = args.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_PROBE_COUNT:
+        raise CommandError(f"count must be a whole number 1..{MAX_PROBE_COUNT}")
+    return count
+
+
+def command_table(hooks: Hooks, reload: Callable[[], Awaitable[dict]]) -> dict[str, Callable[[dict], Awaitable[Any]]]:
+    async def status(args: dict) -> Any:
+        return hooks.snapshot()
+
+    async def probe(args: dict) -> Any:
+        sensor = args.get("sensor")
+        if not isinstance(sensor, str):
+            raise CommandError("probe needs args.sensor, a sensor id")
+        known = hooks.snapshot().get("sensors", {})
+        if sensor not in known:
+            raise CommandError(f"no sensor {sensor!r} (sensors: {', '.join(known) or 'none'})")
+        return await hooks.probe(sensor, _count(args))
+
+    async def retry_dead(args: dict) -> Any:
+        return {"moved": hooks.retry_dead()}
+
+    async def logs(args: dict) -> Any:
+        since = args.get("since")
+        level = args.get("level", "info")
+        if level not in LEVELS:
+            raise CommandError(f"level must be one of {', '.join(LEVELS)}")
+        try:
+            seconds = None if since is None else parse_duration(since)
+        except ValueError as exc:
+            raise CommandError(f"since: {exc}") from None
+        return hooks.logs(seconds, LEVELS[level])
+
+    async def update(args: dict) -> Any:
+        if hooks.update is None:
+            raise CommandError("software update is not available on this gateway")
+        return await hooks.update(args)
+
+    async def reload_cmd(args: dict) -> Any:
+        return await reload()
+
+    return {"status": status, "probe": probe, "retry-dead": retry_dead, "reload": reload_cmd, "logs": logs,
+            "update": update}

@@ -1,0 +1,30 @@
+"""How a paho client reaches an MQTT uplink's broker: host and port from the
+URL, username and password (from its file), TLS. Shared by the uplink and the
+management channel, which opens its own connection to the same broker."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+
+from gateway.config import MqttUplinkConfig
+from gateway.fields import read_secret
+
+
+def broker_address(config: MqttUplinkConfig) -> tuple[str, int]:
+    url = urlsplit(config.url)
+    return url.hostname, url.port or (8883 if config.tls else 1883)
+
+
+def authenticate(client: mqtt.Client, config: MqttUplinkConfig) -> None:
+    """Credentials and TLS as the uplink's config says; the password is read
+    from its file here and handed only to paho, never logged."""
+    if config.username:
+        client.username_pw_set(config.username, read_secret(config.password_file) if config.password_file else None)
+    if config.tls:
+        client.tls_set(
+            ca_certs=str(config.ca_file) if config.ca_file else None,
+            certfile=str(config.cert_file) if config.cert_file else None,
+            keyfile=str(config.key_file) if config.key_file else None,
+        )

@@ -1,0 +1,207 @@
+"""Remote management end to end (issue 10, SPEC §7): `gateway run` as a real
+process, a real Mosquitto, the city side signing with the fleet key; a serial
+sensor behind a pseudo-terminal that is unplugged to make it fail."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hil.distance_devices import MaxbotixDevice
+from tests.daemon_helpers import console_lines
+from tests.helpers import GatewayProcess, free_port, wait_for, write_config
+from tests.manage_helpers import Operator, fleet_keys
+
+SECRET = "pw-7c1d0e5b-never-shown"
+HEALTH_FIELDS = {"at", "version", "config_hash", "uptime_s", "sensors", "uplinks", "buffer", "host"}
+
+
+@dataclass
+class Unit:
+    tmp: Path
+    config: Path
+    doc: dict
+    gateway: GatewayProcess
+    city: Operator
+    device: MaxbotixDevice
+    key_file: Path
+
+    def config_bytes(self) -> bytes:
+        return self.config.read_bytes()
+
+    def readings(self) -> list[dict]:
+        return console_lines(self.tmp / "out.jsonl")
+
+    def mqtt_reading_ids(self) -> set[str]:
+        ids = set()
+        for topic, body, _ in list(self.city.messages):
+            if topic.count("/") == 2 and not topic.endswith(("/status", "/health")):
+                ids.add(json.loads(body)["id"])
+        return ids
+
+
+def unit_config(tmp: Path, port: int, pub: Path, **manage) -> dict:
+    (tmp / "mqtt.secret").write_text(SECRET + "\n")
+    return {
+        "gateway": {"id": "test-gw", "location": [34.34, 134.05], "shutdown_timeout": "3s"},
+        "storage": {"path": str(tmp / "buffer.db"), "commit_interval": "100ms"},
+        "uplinks": [
+            {"name": "console", "type": "console", "path": str(tmp / "out.jsonl")},
+            {"name": "city-mqtt", "type": "mqtt", "url": f"mqtt://127.0.0.1:{port}", "username": "gw07",
+             "password_file": str(tmp / "mqtt.secret"), "reconnect_max": "2s",
+             "manage": {"public_key_file": str(pub), "rollback_after": "8s", **manage}},
+        ],
+        "sensors": [
+            {"id": "river-1", "driver": "sim_river", "interval": "300ms", "seed": 1},
+            {"id": "river-mb", "driver": "maxbotix", "port": str(tmp / "maxbotix"), "mount_height": 4.5,
+             "interval": "500ms", "samples": 1},
+        ],
+    }
+
+
+@pytest.fixture
+def unit(tmp_path, broker):
+    key_file, pub = fleet_keys(tmp_path / "city")
+    device = MaxbotixDevice(tmp_path / "maxbotix")
+    device.distance = 2.0
+    device.start()
+    doc = unit_config(tmp_path, broker.port, pub)
+    config = write_config(tmp_path / "gateway.yaml", doc)
+    city = Operator(broker.port, key_file)
+    gateway = GatewayProcess(config, tmp_path / "gateway.log").start()
+    u = Unit(tmp_path, config, doc, gateway, city, device, key_file)
+    wait_for(lambda: any(h["sensors"].get("river-mb", {}).get("state") == "ok" for h in city.health()), 60,
+             what="a health message with the serial sensor ok")
+    yield u
+    if gateway.proc.poll() is None:
+        assert gateway.terminate() == 0
+    city.stop()
+    device.stop()
+    log = gateway.log_text()
+    assert SECRET not in log and "PRIVATE KEY" not in log
+
+
+def test_health_is_retained_with_every_field_and_a_failing_sensor_shows_within_5s(unit, broker):
+    late = Operator(broker.port, unit.key_file)  # connects after the fact: only a retained message reaches it
+    health = wait_for(lambda: late.health(), 10, what="the retained health")[-1]
+    late.stop()
+    assert set(health) >= HEALTH_FIELDS
+    assert health["config_hash"] == hashlib.sha256(unit.config_bytes()).hexdigest()
+    assert set(health["sensors"]) == {"river-1", "river-mb"}
+    assert set(health["sensors"]["river-1"]) == {"state", "detail", "last_reading_at"}
+    assert health["sensors"]["river-1"]["last_reading_at"].endswith("Z")
+    assert set(health["uplinks"]["city-mqtt"]) == {"connected", "pending", "oldest_pending_age_s", "dead_letters",
+                                                   "last_error"}
+    assert health["uplinks"]["city-mqtt"]["connected"] is True
+    assert set(health["buffer"]) == {"readings", "evictions", "file_bytes", "disk_free_bytes"}
+    assert health["buffer"]["file_bytes"] > 0 and health["buffer"]["disk_free_bytes"] > 0
+    assert set(health["host"]) == {"cpu_temperature_c", "undervoltage", "throttled", "clock"}
+    assert health["host"]["clock"] in ("synced", "unsynced")
+
+    seen = len(unit.city.health())
+    unit.device.unplug()
+    failing = wait_for(lambda: next((h for h in unit.city.health()[seen:]
+                                     if h["sensors"]["river-mb"]["state"] == "failing"), None), 5,
+                       what="river-mb failing in a health message within 5 s")
+    assert failing["sensors"]["river-1"]["state"] == "ok" and failing["sensors"]["river-mb"]["detail"]
+    seen = len(unit.city.health())
+    unit.device.start()
+    wait_for(lambda: any(h["sensors"]["river-mb"]["state"] == "ok" for h in unit.city.health()[seen:]), 15,
+             what="river-mb back to ok in a health message")
+
+
+def test_a_signed_config_adding_a_sensor_is_applied_and_its_readings_arrive(unit):
+    doc = json.loads(json.dumps(unit.doc))
+    doc["sensors"].append({"id": "snow-9", "driver": "sim_snow", "interval": "300ms", "seed": 9})
+    text = yaml.safe_dump(doc, sort_keys=False)
+    before = unit.config_bytes()
+    sent = unit.city.push_config(text)
+    state = unit.city.state_for(sent["seq"])
+    assert state["result"] == "applied" and state["errors"] == []
+    assert state["config_hash"] == hashlib.sha256(text.encode()).hexdigest()
+    assert unit.config.read_text() == text
+    assert (unit.tmp / "gateway.yaml.previous").read_bytes() == before
+    wait_for(lambda: any(r["sensor"] == "snow-9" for r in unit.readings()), 20, what="snow-9 readings")
+    wait_for(lambda: any(t == "city/test-gw/snow-9" for t, _, _ in unit.city.messages), 20,
+             what="snow-9 readings over MQTT")
+    wait_for(lambda: unit.city.health()[-1]["config_hash"] == state["config_hash"], 10,
+             what="the health to carry the new config's hash")
+
+
+def test_an_invalid_config_is_rejected_with_its_lines_and_the_running_config_is_untouched(unit):
+    before = unit.config_bytes()
+    text = yaml.safe_dump(unit.doc, sort_keys=False).replace("interval: 300ms", "interval: 300", 1)
+    text += "extra_section: 1\n"
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.strip() == "interval: 300")
+    sent = unit.city.push_config(text)
+    state = unit.city.state_for(sent["seq"])
+    assert state["result"] == "rejected"
+    assert f"config/set:{line}: sensors[0].interval: a duration needs a unit: write 300s (or ms, m, h)" in state["errors"]
+    assert any(e.startswith("config/set:") and "extra_section" in e for e in state["errors"])
+    assert state["config_hash"] == hashlib.sha256(before).hexdigest()
+    assert unit.config_bytes() == before and not (unit.tmp / "gateway.yaml.previous").exists()
+    count = len(unit.readings())
+    wait_for(lambda: len(unit.readings()) > count + 3, 10, what="reading to go on")
+
+
+def test_unsigned_wrongly_signed_misaddressed_and_replayed_messages_are_refused(unit, tmp_path):
+    from gateway.manage.envelope import sign
+    from tests.manage_helpers import fleet_keys as other_keys
+    before = unit.config_bytes()
+    city = unit.city
+    text = yaml.safe_dump({**unit.doc, "sensors": unit.doc["sensors"][:1]}, sort_keys=False)
+
+    unsigned = city.payload("config", config=text)
+    city.publish("config/set", json.dumps({"payload": json.dumps(unsigned)}))
+    assert "unsigned" in city.state_for(unsigned["seq"])["errors"][0]
+
+    stranger_key, _ = other_keys(tmp_path / "stranger")
+    forged = city.payload("config", config=text)
+    from gateway.manage.envelope import load_private_key
+    city.publish("config/set", sign(load_private_key(stranger_key), forged))
+    assert "bad signature" in city.state_for(forged["seq"])["errors"][0]
+
+    elsewhere = city.push_config(text, gateway="other-gw")
+    assert "addressed to gateway 'other-gw'" in city.state_for(elsewhere["seq"])["errors"][0]
+
+    stale = city.push_config(text, issued_at="2020-01-01T00:00:00.000Z")
+    assert "more than 1 h old" in city.state_for(stale["seq"])["errors"][0]
+
+    ok = city.command("status")
+    assert city.result_for("status", ok["id"])["ok"] is True
+    replay = city.command("status", seq=ok["seq"])  # a new id, the same seq: a replayed message
+    refused = city.result_for("status", replay["id"])
+    assert refused["ok"] is False and "replayed" in refused["error"]
+    for state in city.docs("config/state"):
+        assert state["result"] == "rejected"
+    assert unit.config_bytes() == before
+
+    # The last accepted seq survives a restart.
+    assert unit.gateway.terminate() == 0
+    unit.gateway = GatewayProcess(unit.config, unit.tmp / "gateway2.log").start()
+    wait_for(lambda: "management: listening" in unit.gateway.log_text(), 60, what="the restarted daemon")
+    again = city.command("status", seq=ok["seq"])
+    assert "replayed" in city.result_for("status", again["id"], 30)["error"]
+
+
+def test_a_config_that_breaks_the_managing_connection_is_rolled_back_and_no_reading_is_lost(unit):
+    before = unit.config_bytes()
+    doc = json.loads(json.dumps(unit.doc))
+    doc["uplinks"][1]["url"] = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
+    sent = unit.city.push_config(yaml.safe_dump(doc, sort_keys=False))
+    state = unit.city.state_for(sent["seq"], timeout=60)
+    assert state["result"] == "rolled_back"
+    assert state["config_hash"] == hashlib.sha256(before).hexdigest()
+    assert unit.config_bytes() == before
+    assert "rolling back" in unit.gateway.log_text()
+    # Every reading taken until now, also while the uplink pointed nowhere, reaches the city.
+    assert unit.gateway.terminate() == 0
+    taken = {r["id"] for r in unit.readings()}
+    assert len(taken) > 20
+    missing = taken - unit.mqtt_reading_ids()
+    assert not missing, f"{len(missing)} readings never reached the broker"
