@@ -205,3 +205,39 @@ def test_a_config_that_breaks_the_managing_connection_is_rolled_back_and_no_read
     assert len(taken) > 20
     missing = taken - unit.mqtt_reading_ids()
     assert not missing, f"{len(missing)} readings never reached the broker"
+
+
+def test_each_command_returns_its_result_with_the_request_id(unit):
+    city = unit.city
+
+    def run(name, args=None):
+        sent = city.command(name, args)
+        return city.result_for(name, sent["id"])
+
+    status = run("status")
+    assert status["ok"] is True and status["result"]["gateway"] == "test-gw"
+    assert set(status["result"]["sensors"]) == {"river-1", "river-mb"}
+    probe = run("probe", {"sensor": "river-1", "count": 2})
+    assert probe["ok"] is True and [r["sensor"] for r in probe["result"]] == ["river-1", "river-1"]
+    assert probe["result"][0]["id"] != probe["result"][1]["id"]
+    assert "no sensor 'nope'" in run("probe", {"sensor": "nope"})["error"]
+    assert run("retry-dead") == {"id": city.docs("cmd/retry-dead/result")[-1]["id"], "ok": True,
+                                 "result": {"moved": 0}}
+    edited = unit.config.read_text().replace("interval: 300ms", "interval: 400ms", 1)
+    unit.config.write_text(edited)
+    reload = run("reload")
+    assert reload["ok"] is True and reload["result"]["config_hash"] == hashlib.sha256(edited.encode()).hexdigest()
+    unit.config.write_text(edited + "sensorz: []\n")
+    broken = run("reload")
+    assert broken["ok"] is False and "sensorz" in broken["error"]
+    logs = run("logs", {"since": "5m", "level": "info"})
+    assert logs["ok"] is True and any("command reload" in line["line"] for line in logs["result"])
+    assert all(line["level"] in ("info", "warning", "error", "critical") for line in logs["result"])
+    assert run("logs", {"level": "loud"})["ok"] is False
+    unknown = run("reboot")
+    assert unknown["ok"] is False and "unknown command 'reboot'" in unknown["error"]
+    # No secret anywhere the city can read: health, states, results.
+    private_pem = unit.key_file.read_text()
+    body = unit.city.all_bytes().decode()
+    assert SECRET not in body and "PRIVATE KEY" not in body
+    assert all(line not in body for line in private_pem.splitlines()[1:-1])
