@@ -6,85 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
 import yaml
 
-from hil.distance_devices import MaxbotixDevice
-from tests.daemon_helpers import console_lines
-from tests.helpers import GatewayProcess, free_port, wait_for, write_config
-from tests.manage_helpers import Operator, fleet_keys
+from tests.helpers import GatewayProcess, free_port, wait_for
+from tests.manage_helpers import SECRET, Operator, unit  # noqa: F401  (unit: the fixture)
 
-SECRET = "pw-7c1d0e5b-never-shown"
 HEALTH_FIELDS = {"at", "version", "config_hash", "uptime_s", "sensors", "uplinks", "buffer", "host"}
-
-
-@dataclass
-class Unit:
-    tmp: Path
-    config: Path
-    doc: dict
-    gateway: GatewayProcess
-    city: Operator
-    device: MaxbotixDevice
-    key_file: Path
-
-    def config_bytes(self) -> bytes:
-        return self.config.read_bytes()
-
-    def readings(self) -> list[dict]:
-        return console_lines(self.tmp / "out.jsonl")
-
-    def mqtt_reading_ids(self) -> set[str]:
-        ids = set()
-        for topic, body, _ in list(self.city.messages):
-            if topic.count("/") == 2 and not topic.endswith(("/status", "/health")):
-                ids.add(json.loads(body)["id"])
-        return ids
-
-
-def unit_config(tmp: Path, port: int, pub: Path, **manage) -> dict:
-    (tmp / "mqtt.secret").write_text(SECRET + "\n")
-    return {
-        "gateway": {"id": "test-gw", "location": [34.34, 134.05], "shutdown_timeout": "3s"},
-        "storage": {"path": str(tmp / "buffer.db"), "commit_interval": "100ms"},
-        "uplinks": [
-            {"name": "console", "type": "console", "path": str(tmp / "out.jsonl")},
-            {"name": "city-mqtt", "type": "mqtt", "url": f"mqtt://127.0.0.1:{port}", "username": "gw07",
-             "password_file": str(tmp / "mqtt.secret"), "reconnect_max": "2s",
-             "manage": {"public_key_file": str(pub), "rollback_after": "8s", **manage}},
-        ],
-        "sensors": [
-            {"id": "river-1", "driver": "sim_river", "interval": "300ms", "seed": 1},
-            {"id": "river-mb", "driver": "maxbotix", "port": str(tmp / "maxbotix"), "mount_height": 4.5,
-             "interval": "500ms", "samples": 1},
-        ],
-    }
-
-
-@pytest.fixture
-def unit(tmp_path, broker):
-    key_file, pub = fleet_keys(tmp_path / "city")
-    device = MaxbotixDevice(tmp_path / "maxbotix")
-    device.distance = 2.0
-    device.start()
-    doc = unit_config(tmp_path, broker.port, pub)
-    config = write_config(tmp_path / "gateway.yaml", doc)
-    city = Operator(broker.port, key_file)
-    gateway = GatewayProcess(config, tmp_path / "gateway.log").start()
-    u = Unit(tmp_path, config, doc, gateway, city, device, key_file)
-    wait_for(lambda: any(h["sensors"].get("river-mb", {}).get("state") == "ok" for h in city.health()), 60,
-             what="a health message with the serial sensor ok")
-    yield u
-    if gateway.proc.poll() is None:
-        assert gateway.terminate() == 0
-    city.stop()
-    device.stop()
-    log = gateway.log_text()
-    assert SECRET not in log and "PRIVATE KEY" not in log
-
 
 def test_health_is_retained_with_every_field_and_a_failing_sensor_shows_within_5s(unit, broker):
     late = Operator(broker.port, unit.key_file)  # connects after the fact: only a retained message reaches it

@@ -3,7 +3,7 @@ private key and nothing else of the city needs to: it signs locally and sends
 only the envelope (payload + signature) to the broker.
 
     gateway fleet keygen [--dir D]                      fleet.key (0600) and fleet.pub
-    gateway fleet sign --key K GATEWAY (--config FILE | --cmd NAME [ARGS])
+    gateway fleet sign GATEWAY config FILE | cmd NAME [key=value ...]
     gateway fleet push-config GATEWAY FILE              waits for config/state
     gateway fleet cmd GATEWAY NAME [key=value ...]      waits for cmd/NAME/result
     gateway fleet watch [--once]                        every gateway's retained health
@@ -54,9 +54,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     broker.add_argument("--timeout", type=parse_duration, default=60.0, help="how long to wait for the answer")
     s = fsub.add_parser("sign", parents=[signing], help="print a signed envelope")
     s.add_argument("gateway")
-    what = s.add_mutually_exclusive_group(required=True)
-    what.add_argument("--config", type=Path)
-    what.add_argument("--cmd", nargs="+", metavar=("NAME", "ARG"))
+    s.add_argument("kind", choices=["config", "cmd"])
+    s.add_argument("what", nargs="+", help="config: FILE; cmd: NAME [key=value ...]")
     push = fsub.add_parser("push-config", parents=[signing, broker], help="send a config, print config/state")
     push.add_argument("gateway")
     push.add_argument("file", type=Path)
@@ -198,8 +197,8 @@ def main(a) -> int:
         return keygen(a.dir)
     if a.action == "sign":
         key = load_private_key(a.key)
-        body = (config_payload(a.gateway, a.config, a.seq) if a.config else
-                cmd_payload(a.gateway, a.cmd[0], parse_args(a.cmd[1:]), a.seq))
+        body = (config_payload(a.gateway, Path(a.what[0]), a.seq) if a.kind == "config" else
+                cmd_payload(a.gateway, a.what[0], parse_args(a.what[1:]), a.seq))
         print(sign(key, body))
         return 0
     if a.action == "push-config":
