@@ -21,10 +21,10 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field, StringConstraints, field_validator
 
 from drivers import cayenne_lpp
-from drivers.base import DeviceError, Driver, SensorOptions
-from drivers.serial_link import SerialLink
-from gateway.fields import Strict
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import DeviceError, Driver, SensorOptions
+from gateway.sdk.serial_link import SerialLink
+from gateway.sdk.fields import Strict
+from gateway.sdk.reading import Reading, Value
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from drivers.base import DeviceError, DistanceOptions, Driver
-from drivers.serial_link import SerialLink
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import DeviceError, DistanceOptions, Driver
+from gateway.sdk.serial_link import SerialLink
+from gateway.sdk.reading import Reading, Value
 
 log = logging.getLogger(__name__)
 

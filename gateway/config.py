@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from drivers.base import SensorOptions
+from gateway.sdk.driver import SensorOptions
 from gateway import registry, yamlsource
-from gateway.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict
+from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict
 from gateway.yamlsource import Problem
 
 DEFAULT_CONFIG = Path("/etc/city-edge-gateway/gateway.yaml")

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 
 from gateway.config import MqttUplinkConfig
-from gateway.fields import read_secret
+from gateway.sdk.fields import read_secret
 
 
 def broker_address(config: MqttUplinkConfig) -> tuple[str, int]:

@@ -27,7 +27,7 @@ from gateway.delivery import Delivery
 from gateway.ids import IdGenerator
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline
-from gateway.reading import Reading, epoch_ms
+from gateway.sdk.reading import Reading, epoch_ms
 from gateway.scheduler import SensorRunner
 from gateway.uplinks import make_transport
 

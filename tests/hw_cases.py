@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drivers.base import Driver
+from gateway.sdk.driver import Driver
 from gateway.pipeline import Pipeline
-from gateway.reading import Reading
+from gateway.sdk.reading import Reading
 
 DRIVERS = Path(__file__).resolve().parent.parent / "drivers"
 

@@ -12,7 +12,7 @@ from drivers.ble_beacon.advert import AdvertError, from_json, parse_ad
 from drivers.ble_beacon.aggregate import EDDYSTONE_1M_LOSS, Aggregator, log_distance, summary_values
 from drivers.ble_beacon.frames import (EDDYSTONE_UUID, EddystoneTLM, EddystoneUID, FrameError, IBeacon, Unsupported,
                                        decode, decode_eddystone, decode_ibeacon, decode_ruuvi)
-from gateway.pseudonym import pseudonym
+from gateway.sdk.pseudonym import pseudonym
 
 CASES = Path(__file__).resolve().parents[1] / "drivers" / "ble_beacon" / "testcases"
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from drivers.i2cxl import I2cxl, I2cxlError, classify, parse_range
 from hil.i2c import I2cxlDevice, SimBus
 from hil.models import Hydrograph
-from gateway.reading import parse_time
+from gateway.sdk.reading import parse_time
 from tests import hw_cases
 
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers import a02yyuw, maxbotix, sr50a
-from drivers.base import DeviceError
+from gateway.sdk.driver import DeviceError
 from hil.distance_devices import A02yyuwDevice, MaxbotixDevice, Scene, Sr50aDevice, sr50a_packet
 from hil.models import speed_of_sound
 from tests.helpers import wait_for

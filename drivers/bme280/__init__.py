@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 from pydantic import Field, field_validator
 
-from drivers.base import DeviceError, SensorOptions
-from drivers.i2c_device import I2cDriver
-from gateway.fields import parse_i2c_address
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import DeviceError, SensorOptions
+from gateway.sdk.i2c_device import I2cDriver
+from gateway.sdk.fields import parse_i2c_address
+from gateway.sdk.reading import Reading, Value
 
 CHIP_ID = 0xD0
 RESET = 0xE0

@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from drivers.base import DeviceError, DistanceOptions, Driver
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import DeviceError, DistanceOptions, Driver
+from gateway.sdk.reading import Reading, Value
 
 TRIGGER_PULSE = 0.00001  # s, ≥ 10 µs high
 CYCLE = 0.06  # s between triggers ("we suggest to use over 60ms measurement cycle")

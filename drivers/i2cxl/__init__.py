@@ -18,10 +18,10 @@ from typing import Any
 from pydantic import Field, field_validator
 from smbus2 import i2c_msg
 
-from drivers.base import DeviceError, DistanceOptions
-from drivers.i2c_device import I2cDriver
-from gateway.fields import parse_i2c_address
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import DeviceError, DistanceOptions
+from gateway.sdk.i2c_device import I2cDriver
+from gateway.sdk.fields import parse_i2c_address
+from gateway.sdk.reading import Reading, Value
 
 RANGE_COMMAND = 0x51
 RANGING_TIME = 0.1  # s, datasheet: "allow 100ms between readings"

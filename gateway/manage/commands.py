@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from gateway.fields import parse_duration
+from gateway.sdk.fields import parse_duration
 
 MAX_PROBE_COUNT = 10
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}

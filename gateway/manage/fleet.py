@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import MqttUplinkConfig
-from gateway.fields import parse_duration
+from gateway.sdk.fields import parse_duration
 from gateway.manage.envelope import load_private_key, sign, utc_stamp
 from gateway.mqtt_session import authenticate, broker_address
 

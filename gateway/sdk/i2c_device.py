@@ -10,7 +10,7 @@ from typing import Any, Callable, ClassVar
 
 from smbus2 import SMBus
 
-from drivers.base import Driver
+from gateway.sdk.driver import Driver
 
 
 class I2cDriver(Driver):

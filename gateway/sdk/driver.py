@@ -14,12 +14,13 @@ cannot be reached; the scheduler backs off and reopens.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from gateway.fields import Duration, Location, Name, Strict
-from gateway.reading import Reading, Value
+from gateway.sdk.fields import Duration, Location, Name, Strict
+from gateway.sdk.reading import Reading, Value
 
 
 class DeviceError(Exception):
@@ -100,8 +101,9 @@ class DistanceOptions(SensorOptions):
         return self
 
 
-class Driver:
-    """Base of every driver. Subclasses set Options and implement read()."""
+class Driver(ABC):
+    """Base of every driver. Subclasses set Options and implement read(); one
+    that does not is refused when the registry loads it, with its name."""
 
     name: ClassVar[str] = ""  # set by the registry from the entry-point name
     summary: ClassVar[str] = ""
@@ -123,8 +125,9 @@ class Driver:
     def open(self) -> None:
         """Open the device. Called before the first read and after a failure."""
 
+    @abstractmethod
     def read(self, timeout: float) -> list[Reading]:
-        raise NotImplementedError
+        """The readings taken now (polled) or that arrived within `timeout` s (event-driven)."""
 
     def close(self) -> None:
         """Release the device. Must be safe to call twice."""
