@@ -197,3 +197,25 @@ def test_a_config_the_reload_plan_refuses_is_rejected_and_the_file_kept(tmp_path
     assert state["result"] == "rejected" and "the device is busy" in state["errors"][0]
     assert len(applied) == 1 and path.read_bytes() == before and not previous_path(path).exists()
     assert memo["manage:seq"] == str(state["seq"])
+
+
+def test_the_health_facts_on_the_gateways_own_device_entity():
+    from gateway import ngsi_ld_mapping as mapping
+    from tests.ngsi_broker import CORE_V18, check_entity
+    health = {"at": "2026-12-01T10:00:00.000Z", "version": "0.2.0", "config_hash": "ab", "uptime_s": 5.0,
+              "sensors": {"river-1": {"state": "ok", "detail": None, "last_reading_at": "2026-12-01T09:59:58.000Z"},
+                          "river-mb": {"state": "failing", "detail": "unplugged",
+                                       "last_reading_at": "2026-12-01T09:58:00.000Z"}},
+              "uplinks": {"city": {"connected": True}, "orion": {"connected": False}},
+              "buffer": {}, "host": {"cpu_temperature_c": 71.0, "undervoltage": True, "throttled": False,
+                                     "clock": "synced"}}
+    e = mapping.gateway_device_health("gw-1", (34.3, 134.0), ["river_level"], health)
+    assert e["deviceState"]["value"] == "degraded: sensor river-mb failing; uplink orion disconnected; undervoltage"
+    assert e["softwareVersion"]["value"] == "0.2.0"
+    assert e["dateLastValueReported"]["value"]["@value"] == "2026-12-01T09:59:58.000Z"
+    assert check_entity(e, mapping.SDM_CONTEXTS["Device"], CORE_V18) == []
+    for s in health["sensors"].values():
+        s["state"] = "ok"
+    health["uplinks"]["orion"]["connected"] = True
+    health["host"]["undervoltage"] = False
+    assert mapping.gateway_device_health("gw-1", None, [], health)["deviceState"]["value"] == "ok"
