@@ -16,7 +16,8 @@
 #   --wheels DIR      install offline from wheels in DIR (pip --no-index --find-links)
 #   --pip-option OPT  passed to pip (repeatable)
 #
-# Layout: /opt/city-edge-gateway/venv (the code), /etc/city-edge-gateway (config,
+# Layout: /opt/city-edge-gateway/venv -> venvs/installed (the code; `gateway update` adds
+# venvs beside it and switches the link), /etc/city-edge-gateway (config,
 # credentials/ for secrets), /var/lib/city-edge-gateway (the buffer). A config on
 # the SD card's boot partition, /boot/firmware/gateway.yaml, is imported at boot.
 set -euo pipefail
@@ -128,9 +129,13 @@ install_venv() {
     if [ "$LIVE" = 1 ] && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
         apt-get update && apt-get install -y python3-venv
     fi
-    mkdir -p "$OPT"
-    [ -x "$OPT/venv/bin/python" ] || python3 -m venv "$OPT/venv"
-    "$OPT/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PIP_OPTS[@]}" "$SOURCE"
+    # venv is a link to venvs/<name>, so `gateway update` can switch versions in one rename;
+    # a venv from before that layout is replaced.
+    mkdir -p "$OPT/venvs"
+    if [ -d "$OPT/venv" ] && [ ! -L "$OPT/venv" ]; then rm -rf "$OPT/venv"; fi
+    [ -x "$OPT/venvs/installed/bin/python" ] || python3 -m venv "$OPT/venvs/installed"
+    "$OPT/venvs/installed/bin/python" -m pip install --quiet --disable-pip-version-check "${PIP_OPTS[@]}" "$SOURCE"
+    ln -sfn venvs/installed "$OPT/venv.switching" && mv -Tf "$OPT/venv.switching" "$OPT/venv"
     echo "$version" > "$stamp"
 }
 
