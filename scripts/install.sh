@@ -142,13 +142,14 @@ install_venv() {
 enable_units() {
     if [ "$LIVE" = 1 ]; then
         systemctl daemon-reload
-        systemctl enable "$NAME.service" "$NAME-boot-config.service"
+        systemctl enable "$NAME.service" "$NAME-boot-config.service" "$NAME-update.path"
     elif command -v systemctl >/dev/null; then
-        systemctl --root="$ROOT" --quiet enable "$NAME.service" "$NAME-boot-config.service"
-    else  # what `systemctl enable` does for WantedBy=multi-user.target
-        mkdir -p "$UNITS/multi-user.target.wants"
+        systemctl --root="$ROOT" --quiet enable "$NAME.service" "$NAME-boot-config.service" "$NAME-update.path"
+    else  # what `systemctl enable` does for WantedBy=multi-user.target and paths.target
+        mkdir -p "$UNITS/multi-user.target.wants" "$UNITS/paths.target.wants"
         ln -sfn "/etc/systemd/system/$NAME.service" "$UNITS/multi-user.target.wants/$NAME.service"
         ln -sfn "/etc/systemd/system/$NAME-boot-config.service" "$UNITS/multi-user.target.wants/$NAME-boot-config.service"
+        ln -sfn "/etc/systemd/system/$NAME-update.path" "$UNITS/paths.target.wants/$NAME-update.path"
     fi
 }
 
@@ -157,9 +158,12 @@ do_install() {
     add_user
     install_venv
     install -d -m 0755 "$UNITS" "$OPT"
-    install -m 0644 "$SOURCE/systemd/$NAME.service" "$SOURCE/systemd/$NAME-boot-config.service" "$UNITS/"
+    install -m 0644 "$SOURCE/systemd/$NAME.service" "$SOURCE/systemd/$NAME-boot-config.service" \
+        "$SOURCE/systemd/$NAME-update.service" "$SOURCE/systemd/$NAME-update.path" "$UNITS/"
     install -m 0755 "$SOURCE/systemd/import-boot-config" "$OPT/import-boot-config"
-    install -d -m 0750 "$ETC" "$STATE"; owned "root:$NAME" "$ETC"; owned "$NAME:$NAME" "$STATE"
+    # The config directory is the gateway's to write (a signed config from the city replaces gateway.yaml);
+    # secrets stay in credentials/, root's alone.
+    install -d -m 0770 "$ETC"; install -d -m 0750 "$STATE"; owned "root:$NAME" "$ETC"; owned "$NAME:$NAME" "$STATE"
     install -d -m 0700 "$ETC/credentials"
     if [ ! -e "$ETC/gateway.yaml" ]; then   # never overwrite a technician's config
         install -m 0640 "$SOURCE/config/pi-example.yaml" "$ETC/gateway.yaml"; owned "root:$NAME" "$ETC/gateway.yaml"
@@ -179,13 +183,15 @@ do_install() {
 
 do_uninstall() {
     if [ "$LIVE" = 1 ]; then
-        systemctl disable --now "$NAME.service" "$NAME-boot-config.service" 2>/dev/null || true
+        systemctl disable --now "$NAME.service" "$NAME-boot-config.service" "$NAME-update.path" 2>/dev/null || true
     elif command -v systemctl >/dev/null; then
-        systemctl --root="$ROOT" --quiet disable "$NAME.service" "$NAME-boot-config.service" 2>/dev/null || true
+        systemctl --root="$ROOT" --quiet disable "$NAME.service" "$NAME-boot-config.service" "$NAME-update.path" \
+            2>/dev/null || true
     fi
-    rm -f "$UNITS/multi-user.target.wants/$NAME.service" "$UNITS/multi-user.target.wants/$NAME-boot-config.service"
-    rmdir "$UNITS/multi-user.target.wants" 2>/dev/null || true
-    rm -f "$UNITS/$NAME.service" "$UNITS/$NAME-boot-config.service"
+    rm -f "$UNITS/multi-user.target.wants/$NAME.service" "$UNITS/multi-user.target.wants/$NAME-boot-config.service" \
+        "$UNITS/paths.target.wants/$NAME-update.path"
+    rmdir "$UNITS/multi-user.target.wants" "$UNITS/paths.target.wants" 2>/dev/null || true
+    rm -f "$UNITS/$NAME.service" "$UNITS/$NAME-boot-config.service" "$UNITS/$NAME-update.service" "$UNITS/$NAME-update.path"
     rm -rf "$OPT"
     if [ "$PURGE" = 1 ]; then
         rm -rf "$ETC" "$STATE"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import yaml
 
@@ -169,3 +170,44 @@ def test_each_command_returns_its_result_with_the_request_id(unit):
     body = unit.city.all_bytes().decode()
     assert SECRET not in body and "PRIVATE KEY" not in body
     assert all(line not in body for line in private_pem.splitlines()[1:-1])
+
+
+def test_the_signed_update_command_is_handed_to_the_updater_and_its_outcome_reported(unit, tmp_path):
+    """The daemon writes the request (it may not install software itself); the
+    updater, as city-edge-gateway-update.service runs it, takes it up and writes
+    the outcome; the next daemon start reports it with the request's id."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    wheels = tmp_path / "served"
+    wheels.mkdir()
+    (wheels / "city_edge_gateway-9.9.9-py3-none-any.whl").write_bytes(b"not the wheel the city signed for")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(wheels))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/city_edge_gateway-9.9.9-py3-none-any.whl"
+    opt = tmp_path / "opt"
+    (opt / "venvs/installed").mkdir(parents=True)
+    (opt / "venv").symlink_to("venvs/installed")
+    try:
+        assert "args.sha256" in unit.city.result_for("update", unit.city.command("update", {"url": url})["id"])["error"]
+        sent = unit.city.command("update", {"url": url, "sha256": "ab" * 32})
+        accepted = unit.city.result_for("update", sent["id"])
+        assert accepted["ok"] is True and accepted["result"]["requested"] == url
+        request = unit.tmp / "update-request.json"
+        assert json.loads(request.read_text())["id"] == sent["id"]
+
+        out = subprocess.run([sys.executable, "-m", "gateway", "update", "--request", str(request), "--opt", str(opt),
+                              "-c", str(unit.config), "--restart", "true"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and "sha256 is" in out.stderr
+        assert not request.exists() and os.readlink(opt / "venv") == "venvs/installed"
+    finally:
+        server.shutdown()
+    assert unit.gateway.terminate() == 0
+    unit.gateway = GatewayProcess(unit.config, unit.tmp / "gateway2.log").start()
+    reported = wait_for(lambda: [d for d in unit.city.docs("cmd/update/result") if d["id"] == sent["id"]][1:], 60,
+                        what="the update's outcome after the restart")
+    assert reported[0]["ok"] is False and "sha256 is" in reported[0]["error"]
+    assert not (unit.tmp / "update-result.json").exists()

@@ -23,6 +23,7 @@ from gateway.manage.commands import CommandError, Hooks, command_table
 from gateway.manage.configfile import config_hash, replace_keeping_previous
 from gateway.manage.envelope import Refused, SeqGuard, load_public_key, open_envelope, utc_stamp
 from gateway.manage.health import Host, health_document, state_signature
+from gateway.manage.update_request import take_result, write_request
 from gateway.yamlsource import Problem
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Manager:
         self.channel: Channel | None = None
         self.seq = SeqGuard(hooks.recall, hooks.remember)
         self.commands = command_table(hooks, self._reload)
+        self.commands["update"] = self._update
         self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -71,6 +73,10 @@ class Manager:
             self.hooks.on_change(self._changed.set)
         self._tasks = [asyncio.create_task(self._health_loop(), name="manage-health"),
                        asyncio.create_task(self._work(), name="manage-inbox")]
+        outcome = take_result(self._state_dir)
+        if outcome is not None:  # an update ran while this version was not (yet) running
+            log.info("management: reporting the outcome of update request %s", outcome.get("id"))
+            self._tasks.append(asyncio.create_task(self._publish("cmd/update/result", outcome), name="manage-update"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -157,7 +163,7 @@ class Manager:
             if not isinstance(args, dict):
                 raise CommandError("args must be a JSON object")
             log.info("management: command %s (id %s, seq %d)", name, request_id, message.seq)
-            doc = {"id": request_id, "ok": True, "result": await handler(args)}
+            doc = {"id": request_id, "ok": True, "result": await handler(args, request_id)}
         except (Refused, CommandError) as exc:
             log.warning("management: command %s refused: %s", name, exc)
             doc = {"id": request_id, "ok": False, "error": str(exc)}
@@ -165,6 +171,13 @@ class Manager:
             log.exception("management: command %s failed", name)
             doc = {"id": request_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         await self._publish(f"cmd/{name}/result", doc)
+
+    @property
+    def _state_dir(self) -> Path:
+        return self.config.storage.path.parent
+
+    async def _update(self, args: dict, request_id: Any) -> dict:
+        return await asyncio.to_thread(write_request, self._state_dir, args, request_id)
 
     async def _reload(self) -> dict:
         try:

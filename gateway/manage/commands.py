@@ -33,7 +33,6 @@ class Hooks:
     remember: Callable[[str, str], None]                      # ... written to disk before it returns
     clock_synced: Callable[[], bool]
     on_change: Callable[[Callable[[], None]], None] | None = None
-    update: Callable[[dict], Awaitable[dict]] | None = None  # start a software update (update.py)
 
 
 def _count(args: dict) -> int:
@@ -43,11 +42,14 @@ def _count(args: dict) -> int:
     return count
 
 
-def command_table(hooks: Hooks, reload: Callable[[], Awaitable[dict]]) -> dict[str, Callable[[dict], Awaitable[Any]]]:
-    async def status(args: dict) -> Any:
+Handler = Callable[[dict, Any], Awaitable[Any]]  # (args, request id) -> result
+
+
+def command_table(hooks: Hooks, reload: Callable[[], Awaitable[dict]]) -> dict[str, Handler]:
+    async def status(args: dict, request_id: Any) -> Any:
         return hooks.snapshot()
 
-    async def probe(args: dict) -> Any:
+    async def probe(args: dict, request_id: Any) -> Any:
         sensor = args.get("sensor")
         if not isinstance(sensor, str):
             raise CommandError("probe needs args.sensor, a sensor id")
@@ -56,10 +58,10 @@ def command_table(hooks: Hooks, reload: Callable[[], Awaitable[dict]]) -> dict[s
             raise CommandError(f"no sensor {sensor!r} (sensors: {', '.join(known) or 'none'})")
         return await hooks.probe(sensor, _count(args))
 
-    async def retry_dead(args: dict) -> Any:
+    async def retry_dead(args: dict, request_id: Any) -> Any:
         return {"moved": hooks.retry_dead()}
 
-    async def logs(args: dict) -> Any:
+    async def logs(args: dict, request_id: Any) -> Any:
         since = args.get("since")
         level = args.get("level", "info")
         if level not in LEVELS:
@@ -70,13 +72,7 @@ def command_table(hooks: Hooks, reload: Callable[[], Awaitable[dict]]) -> dict[s
             raise CommandError(f"since: {exc}") from None
         return hooks.logs(seconds, LEVELS[level])
 
-    async def update(args: dict) -> Any:
-        if hooks.update is None:
-            raise CommandError("software update is not available on this gateway")
-        return await hooks.update(args)
-
-    async def reload_cmd(args: dict) -> Any:
+    async def reload_cmd(args: dict, request_id: Any) -> Any:
         return await reload()
 
-    return {"status": status, "probe": probe, "retry-dead": retry_dead, "reload": reload_cmd, "logs": logs,
-            "update": update}
+    return {"status": status, "probe": probe, "retry-dead": retry_dead, "reload": reload_cmd, "logs": logs}

@@ -51,8 +51,10 @@ class UpdateRefused(Exception):
 def add_parser(sub, common) -> None:
     p = sub.add_parser("update", parents=[common], help="install a new version beside this one; roll back if it "
                                                          "does not come up")
-    p.add_argument("source", help="a wheel file, or an http(s) URL of one")
-    p.add_argument("--sha256", required=True, help="the wheel's SHA-256 (hex)")
+    p.add_argument("source", nargs="?", help="a wheel file, or an http(s) URL of one")
+    p.add_argument("--sha256", help="the wheel's SHA-256 (hex)")
+    p.add_argument("--request", type=Path, help="take source and sha256 from the daemon's request file (the signed "
+                                                "update command; run by city-edge-gateway-update.service)")
     p.add_argument("--opt", type=Path, default=DEFAULT_OPT, help=f"install directory (default {DEFAULT_OPT})")
     p.add_argument("--restart", default=DEFAULT_RESTART, help=f"restarts the service (default: {DEFAULT_RESTART})")
     p.add_argument("--deadline", type=parse_duration, default=120.0, help="for READY and the managing uplink")
@@ -183,13 +185,28 @@ def _prune(opt: Path, keep: set[Path]) -> None:
             shutil.rmtree(venv, ignore_errors=True)
 
 
-def main(args) -> int:
+def _outcome(args, source: str, sha256: str) -> tuple[int, dict]:
     try:
-        result = update(args.source, args.sha256, config_file=Path(args.config), opt=args.opt, restart=args.restart,
+        result = update(source, sha256, config_file=Path(args.config), opt=args.opt, restart=args.restart,
                         deadline=args.deadline, pip_options=args.pip_option)
     except UpdateRefused as exc:
         print(f"update refused, nothing switched: {exc}", file=sys.stderr)
-        print(json.dumps({"result": "refused", "error": str(exc)}))
+        return 2, {"result": "refused", "error": str(exc)}
+    return (0 if result["result"] == "updated" else 1), result
+
+
+def main(args) -> int:
+    if args.request is not None:
+        from gateway.manage import update_request
+        request = update_request.take_request(args.request)
+        rc, result = _outcome(args, request["url"], request["sha256"])
+        if rc == 1:
+            result["error"] = f"{result['failed']} did not come up within {args.deadline:g}s; back on {result['venv']}"
+        update_request.write_result(args.request.parent, request["id"], rc == 0, result if rc == 0 else result["error"])
+    elif args.source and args.sha256:
+        rc, result = _outcome(args, args.source, args.sha256)
+    else:
+        print("gateway update: give WHEEL_OR_URL --sha256 HEX, or --request FILE", file=sys.stderr)
         return 2
     print(json.dumps(result))
-    return 0 if result["result"] == "updated" else 1
+    return rc
