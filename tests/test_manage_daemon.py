@@ -211,3 +211,21 @@ def test_the_signed_update_command_is_handed_to_the_updater_and_its_outcome_repo
                         what="the update's outcome after the restart")
     assert reported[0]["ok"] is False and "sha256 is" in reported[0]["error"]
     assert not (unit.tmp / "update-result.json").exists()
+
+
+def test_a_kill_during_the_trial_of_a_config_still_rolls_it_back(unit):
+    before = unit.config_bytes()
+    doc = json.loads(json.dumps(unit.doc))
+    doc["uplinks"][1]["url"] = f"mqtt://127.0.0.1:{free_port()}"
+    sent = unit.city.push_config(yaml.safe_dump(doc, sort_keys=False))
+    wait_for(lambda: "keeping it if the managing broker answers" in unit.gateway.log_text(), 30,
+             what="the config on trial")
+    assert unit.config_bytes() != before
+    unit.gateway.kill()  # kill -9: no chance to roll back on the way out
+    unit.gateway = GatewayProcess(unit.config, unit.tmp / "gateway2.log").start()
+    state = unit.city.state_for(sent["seq"], timeout=60)
+    assert state["result"] == "rolled_back" and unit.config_bytes() == before
+    assert "was on trial at the last stop" in unit.gateway.log_text()
+    old_hash = hashlib.sha256(before).hexdigest()
+    wait_for(lambda: any(h["config_hash"] == old_hash and h["uplinks"]["city-mqtt"]["connected"]
+                         for h in unit.city.health()[-3:]), 30, what="the unit back online with its old config")

@@ -20,7 +20,7 @@ from typing import Any
 from gateway.config import Config, ConfigError, MqttUplinkConfig, parse_config
 from gateway.manage.channel import Channel
 from gateway.manage.commands import CommandError, Hooks, command_table
-from gateway.manage.configfile import config_hash, replace_keeping_previous
+from gateway.manage.configfile import config_hash, previous_path, replace_keeping_previous
 from gateway.manage.envelope import Refused, SeqGuard, load_public_key, open_envelope, utc_stamp
 from gateway.manage.health import Host, health_document, state_signature
 from gateway.manage.update_request import take_result, write_request
@@ -29,6 +29,7 @@ from gateway.yamlsource import Problem
 log = logging.getLogger(__name__)
 
 CHANGE_POLL_S = 1.0  # without a change callback, how often the state is compared
+TRIAL_KEY = "manage:config-trial"  # a config applied but not yet confirmed by a reconnect
 
 
 def managing_uplink(config: Config) -> MqttUplinkConfig | None:
@@ -72,7 +73,8 @@ class Manager:
         if self.hooks.on_change is not None:
             self.hooks.on_change(self._changed.set)
         self._tasks = [asyncio.create_task(self._health_loop(), name="manage-health"),
-                       asyncio.create_task(self._work(), name="manage-inbox")]
+                       asyncio.create_task(self._work(), name="manage-inbox"),
+                       asyncio.create_task(self._resume_trial(), name="manage-trial")]
         outcome = take_result(self._state_dir)
         if outcome is not None:  # an update ran while this version was not (yet) running
             log.info("management: reporting the outcome of update request %s", outcome.get("id"))
@@ -222,33 +224,49 @@ class Manager:
 
     async def _apply(self, new: Config, data: bytes, seq: int) -> None:
         old, old_data = self.config, self.path.read_bytes()
+        within = managing_uplink(old).manage.rollback_after
         try:
             await self.hooks.apply_config(new)
         except Exception as exc:
             log.error("management: config seq %d refused by the reload plan: %s", seq, exc)
             await self._publish("config/state", self._state("rejected", seq, [f"config/set: {exc}"]), True)
             return
+        # Remembered before the file changes: a restart inside the window still rolls back.
+        self.hooks.remember(TRIAL_KEY, json.dumps({"seq": seq, "rollback_after": within}))
         replace_keeping_previous(self.path, data)
         self.config, self.config_hash = new, config_hash(data)
         log.info("management: config seq %d applied (%s); keeping it if the managing broker answers within %gs",
-                 seq, self.config_hash[:12], self._rollback_after(old))
+                 seq, self.config_hash[:12], within)
         await self._follow(new)
         self._changed.set()
-        if await self._reconnected(self._rollback_after(old)):
+        await self._confirm_or_roll_back(seq, within, old, old_data)
+
+    async def _confirm_or_roll_back(self, seq: int, within: float, old: Config, old_data: bytes) -> None:
+        if await self._reconnected(within):
+            self.hooks.remember(TRIAL_KEY, None)
             await self._publish("config/state", self._state("applied", seq), True)
             return
         log.error("management: the managing broker was not reachable within %gs of config seq %d; rolling back",
-                  self._rollback_after(old), seq)
+                  within, seq)
         await self.hooks.apply_config(old)
         replace_keeping_previous(self.path, old_data)
         self.config, self.config_hash = old, config_hash(old_data)
+        self.hooks.remember(TRIAL_KEY, None)
         await self._follow(old)
         self._changed.set()
         await self._publish("config/state", self._state("rolled_back", seq), True)
 
-    @staticmethod
-    def _rollback_after(config: Config) -> float:
-        return managing_uplink(config).manage.rollback_after
+    async def _resume_trial(self) -> None:
+        """A config on trial when the daemon stopped (a crash, a power cut): the
+        window starts again now, and the previous file is what a rollback restores."""
+        trial = self.hooks.recall(TRIAL_KEY)
+        if not trial:
+            return
+        trial = json.loads(trial)
+        old_data = previous_path(self.path).read_bytes()
+        old = await asyncio.to_thread(parse_config, old_data.decode("utf-8"), str(self.path))
+        log.warning("management: config seq %s was on trial at the last stop; confirming it again", trial["seq"])
+        await self._confirm_or_roll_back(trial["seq"], trial["rollback_after"], old, old_data)
 
     async def _reconnected(self, within: float) -> bool:
         deadline = time.monotonic() + within

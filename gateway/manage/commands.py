@@ -30,7 +30,7 @@ class Hooks:
     retry_dead: Callable[[], int]                             # dead letters moved back to pending
     logs: Callable[[float | None, int], list[dict]]           # recent log lines (LogRing.lines)
     recall: Callable[[str], str | None]                       # durable state ("manage:seq")
-    remember: Callable[[str, str], None]                      # ... written to disk before it returns
+    remember: Callable[[str, str | None], None]               # ... written to disk before it returns
     clock_synced: Callable[[], bool]
     on_change: Callable[[Callable[[], None]], None] | None = None
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from gateway import buffer as buffer_module
 from gateway import logring, status
 from gateway.config import load_config
-from gateway.manage.agent import Manager, managing_uplink
+from gateway.manage.agent import TRIAL_KEY, Manager, managing_uplink
 from gateway.manage.commands import Hooks
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def daemon_hooks(gw: "Gateway", ring: logring.LogRing) -> Hooks:
         await gw.apply(new)
         return new
 
-    def remember(key: str, value: str) -> None:
+    def remember(key: str, value: str | None) -> None:
         gw.buffer.remember(key, value)
         gw.buffer.commit()  # on disk before the message is acted on: no replay after a crash
 
@@ -58,7 +58,8 @@ def daemon_hooks(gw: "Gateway", ring: logring.LogRing) -> Hooks:
 
 
 async def start_manager(gw: "Gateway") -> Manager | None:
-    if managing_uplink(gw.config) is None:
+    # A config on trial that dropped the manage section must still be able to roll back.
+    if managing_uplink(gw.config) is None and not gw.buffer.recall(TRIAL_KEY):
         return None
     manager = Manager(gw.config, daemon_hooks(gw, logring.install()))
     await manager.start()
