@@ -165,8 +165,8 @@ class LoraModemDriver(Driver):
     command_timeout: ClassVar[float] = 1.0
     terminator: ClassVar[bytes] = b"\r\n"
 
-    def __init__(self, options: LoraOptions):
-        super().__init__(options)
+    def __init__(self, options: LoraOptions, devices=None):
+        super().__init__(options, devices)
         self.options: LoraOptions = options
         self.link = SerialLink(options.port, options.baudrate or self.default_baudrate)
         self.counts: Counter[str] = Counter()  # frames, garbage, bad_frames, modem_errors

@@ -72,8 +72,8 @@ class SerialDistanceDriver(Driver):
 
     Options: ClassVar[type[SerialDistanceOptions]] = SerialDistanceOptions
 
-    def __init__(self, options: SerialDistanceOptions):
-        super().__init__(options)
+    def __init__(self, options: SerialDistanceOptions, devices=None):
+        super().__init__(options, devices)
         self.link: SerialLink | None = None
         self.bad_frames = 0  # frames discarded for checksum or framing errors since start
         self._buffer = b""

@@ -451,6 +451,10 @@ def _cross_checks(config: Config, out: _Collector) -> None:
             if config.location_of(s) is None:
                 out.add(("sensors", i, "location"), "an ngsi-ld uplink needs a location for every sensor: "
                         "give this sensor a location or set gateway.location")
+    sets = registry.device_sets()
+    for i, s in enumerate(config.sensors):
+        if s.devices not in sets:
+            out.add(("sensors", i, "devices"), f"unknown device set {s.devices!r}; installed: {', '.join(sets)}")
     # temperature_from: the speed-of-sound correction takes air_temperature from a bme280 sensor.
     drivers = {s.id: s.driver for s in config.sensors}
     for i, s in enumerate(config.sensors):

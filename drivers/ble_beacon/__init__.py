@@ -99,8 +99,8 @@ class BleBeacon(Driver):
     kind = "beacon"
     options: BleBeaconOptions
 
-    def __init__(self, options: BleBeaconOptions):
-        super().__init__(options)
+    def __init__(self, options: BleBeaconOptions, devices=None):
+        super().__init__(options, devices)
         self.aggregator = Aggregator(frozenset(options.allow) if options.allow is not None else None,
                                      with_url=options.publish_raw_ids)
         self.scanner: Scanner | None = None

@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from gateway.sdk.devices import HARDWARE, Devices
 from gateway.sdk.fields import Duration, Location, Name, Strict
 from gateway.sdk.reading import Reading, Value
 
@@ -51,6 +52,8 @@ class SensorOptions(Strict):
     interval: Duration
     location: Location | None = None
     timeout: Duration | None = Field(None, description="per-read timeout (default: the interval, at most 30s)")
+    devices: Name = Field("hardware", description="where the driver finds its bus or pins: hardware, or a "
+                          "simulated set (hil's `sim`); see gateway/sdk/devices.py")
 
     @property
     def read_timeout(self) -> float:
@@ -115,8 +118,9 @@ class Driver(ABC):
     temperature_compensated: ClassVar[bool] = True
     assumed_sound_speed: ClassVar[float] = 343.0  # m/s the device's distance is based on
 
-    def __init__(self, options: SensorOptions):
+    def __init__(self, options: SensorOptions, devices: Devices | None = None):
         self.options = options
+        self.devices = devices or HARDWARE  # the seam to the hardware, chosen per sensor (gateway/sdk/devices.py)
 
     @property
     def kind(self) -> str:
