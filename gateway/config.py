@@ -102,6 +102,9 @@ class ConsoleUplinkConfig(UplinkBase):
         return v
 
 
+MANAGE_TOPICS = ("health", "config", "cmd")
+
+
 class ManageSection(Strict):
     """Remote management over this uplink's broker (SPEC §7)."""
 
@@ -446,6 +449,10 @@ def _cross_checks(config: Config, out: _Collector) -> None:
     managing = [i for i, u in enumerate(config.uplinks) if getattr(u, "manage", None) is not None]
     for i in managing[1:]:
         out.add(("uplinks", i, "manage"), "only one uplink may have a manage section")
+    if managing:  # their readings would land on the management topics under city/{gateway}/
+        for i, s in enumerate(config.sensors):
+            if s.id in MANAGE_TOPICS:
+                out.add(("sensors", i, "id"), f"{s.id!r} is a remote management topic; give the sensor another id")
     if any(isinstance(u, NgsiLdUplinkConfig) for u in config.uplinks):
         for i, s in enumerate(config.sensors):
             if config.location_of(s) is None:

@@ -219,3 +219,11 @@ def test_the_health_facts_on_the_gateways_own_device_entity():
     health["uplinks"]["orion"]["connected"] = True
     health["host"]["undervoltage"] = False
     assert mapping.gateway_device_health("gw-1", None, [], health)["deviceState"]["value"] == "ok"
+
+
+def test_a_managed_gateway_refuses_sensor_ids_that_are_management_topics(tmp_path, keys):
+    *_, public = keys
+    doc = _doc(tmp_path, public)
+    doc["sensors"] = [{"id": "health", "driver": "maxbotix", "port": "/dev/ttyUSB0", "interval": "1s"}]
+    with pytest.raises(ConfigError, match=r"sensors\[0\].id: 'health' is a remote management topic"):
+        parse_config(yaml.safe_dump(doc, sort_keys=False), "gw.yaml")
