@@ -86,7 +86,7 @@ def gateway_round_trips(port: int, count: int, tmp: Path) -> list[float]:
     async def never(*a):
         raise AssertionError
 
-    hooks = Hooks(snapshot=lambda: snap, apply_config=never, reload=never, probe=never, retry_dead=lambda: 0,
+    hooks = Hooks(snapshot=lambda: snap, apply_config=never, reload=never, retry_dead=lambda: 0,
                   logs=lambda s, l: [], recall=memo.get, remember=memo.__setitem__, clock_synced=lambda: True)
     loop = asyncio.new_event_loop()
     manager = Manager(parse_config(path.read_text(), str(path)), hooks, Host(tmp / "none", "none"))

@@ -177,7 +177,7 @@ def test_a_config_the_reload_plan_refuses_is_rejected_and_the_file_kept(tmp_path
         raise AssertionError("not called")
 
     hooks = Hooks(snapshot=lambda: {"sensors": {}, "uplinks": {}, "buffer": {}}, apply_config=refuse, reload=never,
-                  probe=never, retry_dead=lambda: 0, logs=lambda s, l: [], recall=memo.get,
+                  retry_dead=lambda: 0, logs=lambda s, l: [], recall=memo.get,
                   remember=memo.__setitem__, clock_synced=lambda: True)
     city = Operator(broker.port, private, gateway="gw-1")
     before = path.read_bytes()

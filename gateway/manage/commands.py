@@ -5,13 +5,16 @@ never reaches into the daemon's objects."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from gateway.sdk.fields import parse_duration
 
 MAX_PROBE_COUNT = 10
+PROBE_POLL_S = 0.1
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -26,13 +29,32 @@ class Hooks:
     snapshot: Callable[[], dict]                              # `gateway status --json`, plus last_error etc.
     apply_config: Callable[[Any], Awaitable[None]]            # all-or-nothing; raises when refused
     reload: Callable[[], Awaitable[Any]]                      # re-read the config file; returns the Config
-    probe: Callable[[str, int], Awaitable[list[dict]]]        # the sensor's next readings
     retry_dead: Callable[[], int]                             # dead letters moved back to pending
     logs: Callable[[float | None, int], list[dict]]           # recent log lines (LogRing.lines)
     recall: Callable[[str], str | None]                       # durable state ("manage:seq")
     remember: Callable[[str, str | None], None]               # ... written to disk before it returns
     clock_synced: Callable[[], bool]
     on_change: Callable[[Callable[[], None]], None] | None = None
+
+
+async def next_readings(snapshot: Callable[[], dict], sensor: str, count: int, timeout: float) -> list[dict]:
+    """The sensor's next `count` readings as the daemon takes them, seen in the
+    health view: the device stays with its runner, a probe only watches."""
+    def last() -> dict | None:
+        return (snapshot().get("sensors", {}).get(sensor) or {}).get("last_reading")
+
+    seen: list[dict] = []
+    previous = last()
+    deadline = time.monotonic() + timeout
+    while len(seen) < count and time.monotonic() < deadline:
+        await asyncio.sleep(PROBE_POLL_S)
+        current = last()
+        if current is not None and current.get("id") != (previous or {}).get("id"):
+            seen.append(current)
+            previous = current
+    if not seen:
+        raise CommandError(f"sensor {sensor} took no reading within {timeout:g}s")
+    return seen
 
 
 def _count(args: dict) -> int:
@@ -56,7 +78,11 @@ def command_table(hooks: Hooks, reload: Callable[[], Awaitable[dict]]) -> dict[s
         known = hooks.snapshot().get("sensors", {})
         if sensor not in known:
             raise CommandError(f"no sensor {sensor!r} (sensors: {', '.join(known) or 'none'})")
-        return await hooks.probe(sensor, _count(args))
+        try:
+            timeout = parse_duration(args.get("timeout", "60s"))
+        except ValueError as exc:
+            raise CommandError(f"timeout: {exc}") from None
+        return await next_readings(hooks.snapshot, sensor, _count(args), timeout)
 
     async def retry_dead(args: dict, request_id: Any) -> Any:
         return {"moved": hooks.retry_dead()}

@@ -6,7 +6,6 @@ of the daemon's objects."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 from gateway import buffer as buffer_module
@@ -17,21 +16,6 @@ from gateway.manage.commands import Hooks
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
-
-
-async def _next_readings(gw: "Gateway", sensor: str, count: int) -> list[dict]:
-    """The sensor's next `count` readings as the daemon publishes them: the
-    device stays with its runner, a probe only watches."""
-    options = gw.config.sensor(sensor)
-    deadline = time.monotonic() + count * (options.interval + options.read_timeout) + 10
-    seen, last = [], gw.latest.get(sensor)
-    while len(seen) < count and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        current = gw.latest.get(sensor)
-        if current is not None and current is not last:
-            seen.append(current.as_json())
-            last = current
-    return seen
 
 
 def daemon_hooks(gw: "Gateway", ring: logring.LogRing) -> Hooks:
@@ -48,7 +32,6 @@ def daemon_hooks(gw: "Gateway", ring: logring.LogRing) -> Hooks:
         snapshot=lambda: status.snapshot(gw),
         apply_config=gw.apply,
         reload=reload,
-        probe=lambda sensor, count: _next_readings(gw, sensor, count),
         retry_dead=lambda: buffer_module.retry_dead_letters(gw.buffer.conn),
         logs=lambda since, level: ring.lines(since, level),
         recall=lambda key: gw.buffer.recall(key).get(key),
