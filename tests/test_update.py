@@ -135,11 +135,16 @@ class Archive:
         self.broker.start()
         sub = Subscriber(self.port, "city/#", client_id="archive")
         try:
-            wait_for(lambda: taken <= self.received | {r["id"] for r in sub.readings()}, 60,
-                     what=f"every reading at the archive ({what})")
-            self.received |= {r["id"] for r in sub.readings()}
+            try:
+                wait_for(lambda: taken <= self.received | {r["id"] for r in sub.readings()}, 90,
+                         what=f"every reading at the archive ({what})")
+            except AssertionError:
+                missing = sorted(taken - self.received - {r["id"] for r in sub.readings()})
+                raise AssertionError(f"{len(missing)} of {len(taken)} readings missing at the archive ({what}), "
+                                     f"e.g. {missing[:3]}") from None
         finally:
-            sub.stop()
+            sub.stop()  # after it, nothing more arrives for this subscriber object: all it got is counted
+            self.received |= {r["id"] for r in sub.readings()}
             self.broker.stop()
 
 
