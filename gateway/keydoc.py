@@ -5,6 +5,7 @@ without opening the source."""
 from __future__ import annotations
 
 import types
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -37,7 +38,7 @@ def _type_name(annotation: Any, meta: list[Any]) -> str:
         return " | ".join(parts)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "{" + ", ".join(annotation.model_fields) + "}"
-    names = {bool: "true/false", int: "whole number", float: "number", str: "text"}
+    names = {bool: "true/false", int: "whole number", float: "number", str: "text", Path: "file path"}
     base = names.get(annotation, getattr(annotation, "__name__", str(annotation)))
     for m in meta:
         for cls, sign, attr in ((Gt, ">", "gt"), (Ge, ">=", "ge"), (Lt, "<", "lt"), (Le, "<=", "le")):
@@ -52,18 +53,22 @@ def _default(field: FieldInfo) -> str:
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "optional"
+    if isinstance(value, Path):
+        return f"default {value}"
     if isinstance(value, float) and field.metadata and any(getattr(m, "func", None) is fields.parse_duration
                                                            for m in field.metadata):
         return f"default {value:g}s"
     return f"default {value!r}"
 
 
+def key_rows(model: type[BaseModel], skip: set[str] = frozenset()) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) of each key of a config model."""
+    return [(key, _type_name(field.annotation, list(field.metadata)), _default(field), field.description or "")
+            for key, field in model.model_fields.items() if key not in skip]
+
+
 def describe_keys(model: type[BaseModel], skip: set[str] = frozenset()) -> list[str]:
-    rows = []
-    for key, field in model.model_fields.items():
-        if key in skip:
-            continue
-        rows.append((key, _type_name(field.annotation, list(field.metadata)), _default(field), field.description or ""))
+    rows = key_rows(model, skip)
     if not rows:
         return ["(no keys of its own)"]
     width = [max(len(r[i]) for r in rows) for i in range(3)]

@@ -10,6 +10,7 @@ import paho.mqtt.client as mqtt
 
 from gateway.config import MqttUplinkConfig
 from gateway.sdk.fields import read_secret
+from gateway.tls import client_context
 
 
 def broker_address(config: MqttUplinkConfig) -> tuple[str, int]:
@@ -22,9 +23,5 @@ def authenticate(client: mqtt.Client, config: MqttUplinkConfig) -> None:
     from its file here and handed only to paho, never logged."""
     if config.username:
         client.username_pw_set(config.username, read_secret(config.password_file) if config.password_file else None)
-    if config.tls:
-        client.tls_set(
-            ca_certs=str(config.ca_file) if config.ca_file else None,
-            certfile=str(config.cert_file) if config.cert_file else None,
-            keyfile=str(config.key_file) if config.key_file else None,
-        )
+    if config.tls:  # raises gateway.tls.TlsError for material that cannot be used
+        client.tls_set_context(client_context(config.ca_file, config.cert_file, config.key_file))

@@ -90,7 +90,10 @@ def rise_rate(history: list[tuple[float, float]]) -> float | None:
     if len(history) < 2 or history[-1][0] == history[0][0]:
         return None
     times, levels = zip(*history)
-    return statistics.linear_regression(times, levels).slope * HOUR
+    try:
+        return statistics.linear_regression(times, levels).slope * HOUR
+    except statistics.StatisticsError:  # times too close for a fit (their variance underflows to 0)
+        return None
 
 
 def window_sum(events: deque[tuple[float, float]], now: float, span: float) -> float:

@@ -101,7 +101,7 @@ def test_end_to_end_through_the_gateway_with_fast_interval_in_alert(bus, tmp_pat
     overrides = []
 
     def enough(readings, gateway):
-        runner = gateway.runners.get("river-i2c")
+        runner = gateway.sensors.runner("river-i2c") if gateway.sensors else None
         overrides.append(runner.interval_override if runner else None)
         if len(readings) >= 2:
             level["now"] = 2.2  # the river rises to caution

@@ -131,7 +131,7 @@ def test_speed_of_sound_formula(temp, speed):
 
 
 @pytest.mark.parametrize("echo_us, temp, expected", [
-    (5831, 20.0, 1.00064),    # vectors.json HC-SR04, sqrt formula
+    (5831, 20.0, 1.00064),    # HC-SR04 datasheet rule, sqrt formula
     (5831, -10.0, 0.94806),
 ])
 def test_time_of_flight_vectors(echo_us, temp, expected):
@@ -174,7 +174,7 @@ def test_stale_or_failed_temperature_is_not_used():
 
 
 def test_sr50a_snow_vector():
-    """vectors.json: SR50A 2.000 m at -10 °C, assuming 331.4 m/s at 0 °C, 2.5 m mount -> 1.96305 m, 0.53695 m."""
+    """SR50A manual, Formula 1: SR50A 2.000 m at -10 °C, assuming 331.4 m/s at 0 °C, 2.5 m mount -> 1.96305 m, 0.53695 m."""
     class Sr50a(Driver):
         temperature_compensated = False
         assumed_sound_speed = 331.4

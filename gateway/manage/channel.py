@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from gateway.backoff import Backoff
 from gateway.config import MqttUplinkConfig
 from gateway.mqtt_session import authenticate, broker_address
+from gateway.tls import TlsError
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,11 @@ class Channel:
     async def _connect_loop(self) -> None:
         backoff = Backoff(1.0, self.uplink.reconnect_max)
         while not self._stopping:
-            client = self._new_client()
             self._lost.clear()
             try:
+                client = self._new_client()  # the password file and TLS material are read at each connection
                 await asyncio.to_thread(client.connect, self.host, self.port, int(self.uplink.keepalive))
-            except (OSError, ssl.SSLError, ValueError) as exc:
+            except (OSError, ssl.SSLError, ValueError, TlsError) as exc:
                 delay = backoff.next()
                 log.warning("management: cannot connect to %s:%s (%s); retrying in %.1fs",
                             self.host, self.port, exc, delay)

@@ -24,6 +24,7 @@ from gateway.backoff import Backoff
 from gateway.buffer import Row
 from gateway.config import MqttUplinkConfig
 from gateway.mqtt_session import authenticate, broker_address
+from gateway.tls import TlsError
 from gateway.uplinks.base import Transport, TransportLost
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,11 @@ class MqttTransport(Transport):
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._connect_loop(), name=f"mqtt-{self.name}")
+
+    async def run(self) -> None:
+        """Connect and reconnect, as the daemon's supervised task `uplink-<name>`."""
+        self._task = asyncio.current_task()
+        await self._connect_loop()
 
     async def ready(self) -> None:
         await self._ready.wait()
@@ -93,7 +98,7 @@ class MqttTransport(Transport):
         )
         client.max_inflight_messages_set(self.window)
         client.enable_logger(logging.getLogger("paho.mqtt"))  # callback errors reach our log
-        authenticate(client, self.config)
+        authenticate(client, self.config)  # TLS read at each connection: a renewed certificate is picked up
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -110,13 +115,14 @@ class MqttTransport(Transport):
     async def _connect_loop(self) -> None:
         backoff = Backoff(1.0, self.config.reconnect_max)
         while not self._stopping:
-            client = self._new_client()
             self._lost = asyncio.Event()
             try:
+                client = self._new_client()
                 await asyncio.to_thread(client.connect, self.host, self.port, int(self.config.keepalive),
                                         **self._connect_kwargs())
-            except (OSError, ssl.SSLError, ValueError) as exc:
+            except (OSError, ssl.SSLError, ValueError, TlsError) as exc:
                 delay = backoff.next()
+                self.last_error = f"cannot connect to {self.host}:{self.port}: {exc}"
                 log.warning("uplink %s: cannot connect to %s:%s (%s); retrying in %.1fs",
                             self.name, self.host, self.port, exc, delay)
                 await asyncio.sleep(delay)
@@ -142,7 +148,9 @@ class MqttTransport(Transport):
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.error("uplink %s: broker %s:%s refused the connection: %s", self.name, self.host, self.port, reason_code)
+            self.last_error = f"broker refused the connection: {reason_code}"
             return  # paho disconnects; _on_disconnect follows
+        self.last_error = None
         client.publish(self.status_topic, "online", qos=1, retain=True)
         log.info("uplink %s: connected to %s:%s (session present: %s)", self.name, self.host, self.port,
                  flags.session_present)
@@ -154,9 +162,11 @@ class MqttTransport(Transport):
     def _connection_lost(self, reason: str) -> None:
         if self._ready.is_set() and not self._stopping:
             log.warning("uplink %s: disconnected from %s:%s (%s)", self.name, self.host, self.port, reason)
+            self.last_error = f"disconnected: {reason}"
         elif not self._stopping:
             log.warning("uplink %s: %s:%s closed the connection before accepting it (%s); check the TLS "
                         "certificates, username and password", self.name, self.host, self.port, reason)
+            self.last_error = self.last_error or f"closed before accepting the connection: {reason}"
         self._ready.clear()
         pending, self._pending = self._pending, {}
         for fut, _ in pending.values():

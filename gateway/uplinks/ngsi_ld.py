@@ -27,7 +27,6 @@ import asyncio
 import email.utils
 import json
 import logging
-import ssl
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -41,6 +40,7 @@ from gateway.buffer import Row
 from gateway.config import NgsiLdUplinkConfig
 from gateway.sdk.fields import read_secret
 from gateway.sdk.reading import format_time
+from gateway.tls import client_context
 from gateway.uplinks.base import TransientError, Transport
 
 log = logging.getLogger(__name__)
@@ -143,9 +143,7 @@ class NgsiLdTransport(Transport):
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        verify: Any = True
-        if self.config.ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(self.config.ca_file))
+        verify = client_context(self.config.ca_file)  # the system CA store unless ca_file
         self._client = httpx.AsyncClient(base_url=self.base, headers=self._headers, verify=verify,
                                          timeout=self.config.timeout, trust_env=False)
 
