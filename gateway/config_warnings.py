@@ -7,13 +7,14 @@ so they cannot be errors, yet a technician should hear of them before the start.
 - a secret at the documented credentials path whose file is not (yet) in the
   credentials directory, or that this user may not look at;
 - a secret (password, token, client secret) sent over a plain mqtt:// or http://
-  URL: allowed (a closed network, a test rig), but said.
+  URL to another machine: allowed (a closed network, a test rig), but said.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -54,7 +55,12 @@ def _plain_secrets(uplink) -> list[tuple[str, str]]:
         carried.append(("token_file", uplink.url))
     if getattr(uplink, "client_secret_file", None) is not None and getattr(uplink, "token_url", None):
         carried += [("client_secret_file", uplink.token_url), ("token_url", uplink.url)]  # the secret, then the token
-    return [(key, url) for key, url in carried if url.startswith(("mqtt://", "http://"))]
+    return [(key, url) for key, url in carried if url.startswith(("mqtt://", "http://")) and not _loopback(url)]
+
+
+def _loopback(url: str) -> bool:
+    # A broker on the Pi itself: the secret never crosses a network.
+    return urlsplit(url).hostname in ("127.0.0.1", "::1", "localhost")
 
 
 def _fields(model: BaseModel, path: tuple):
