@@ -7,7 +7,7 @@ so they cannot be errors, yet a technician should hear of them before the start.
 - a secret at the documented credentials path whose file is not (yet) in the
   credentials directory, or that this user may not look at;
 - a secret (password, token, client secret) sent over a plain mqtt:// or http://
-  URL: allowed (a closed network, a test rig), but said.
+  URL to another machine: allowed (a closed network, a test rig), but said.
 """
 
 from __future__ import annotations

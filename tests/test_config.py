@@ -370,10 +370,11 @@ def test_check_warns_about_a_secret_sent_over_a_plain_url(secrets, capfd, uplink
     assert "unencrypted" in warning["message"] and "s3cret" not in "\n".join(err)
 
 
-def test_no_warning_when_secrets_travel_over_tls(secrets, capfd):
+@pytest.mark.parametrize("url", ["https://orion.example", "http://127.0.0.1:1026", "http://[::1]:1026"])
+def test_no_warning_when_secrets_travel_over_tls_or_stay_on_the_pi(secrets, capfd, url):
     file = secrets / "gateway.yaml"
     file.write_text(f"gateway: {{id: gw-1, location: [34.3, 134.0]}}\nuplinks:\n  - name: up\n    type: ngsi-ld\n"
-                    f"    url: https://orion.example\n    token_file: {secrets}/secret\n")
+                    f"    url: {url}\n    token_file: {secrets}/secret\n")
     code, err = check(["check", "-c", str(file)], capfd)
     assert code == 0 and not problems(err)
 
