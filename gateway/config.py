@@ -15,11 +15,12 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
-from gateway.sdk.driver import SensorOptions
-from gateway import registry, yamlsource
+from gateway import keydoc, registry, yamlsource
+from gateway.pipeline_options import compose, looks_like
+from gateway.sdk.driver import Driver, SensorOptions
 from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict, read_regular
+from gateway.sdk.fields import key_error as _key_error
 from gateway.storagepath import storage_path_problems
 from gateway.yamlsource import Problem
 
@@ -51,12 +52,6 @@ class StorageSection(Strict):
         if v.is_dir():
             raise ValueError(f"{v} is a directory; give the buffer's file name, e.g. {v / 'buffer.db'}")
         return v
-
-
-def _key_error(key: str, message: str) -> PydanticCustomError:
-    """A model-level error that belongs to one key: the collector appends `key` to
-    its path, so the line and the path name that key, not the whole section."""
-    return PydanticCustomError("key_error", message, {"key": key})
 
 
 class WebSection(Strict):
@@ -311,17 +306,38 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The keys the section at `loc` (inside `model`) accepts."""
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model of the section at `loc` (inside `model`)."""
     for part in loc:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
         sub = _submodel(field.annotation) if field else None
         if sub is None:
-            return []
+            return None
         model = sub
-    return list(model.model_fields)
+    return model
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys the section at `loc` (inside `model`) accepts."""
+    found = _model_at(model, loc)
+    return list(found.model_fields) if found else []
+
+
+def _unit_note(err: dict[str, Any], model: type[BaseModel]) -> str:
+    """For a key with a unit: what it takes (range and unit), and a hint for mm or cm written for m."""
+    loc = tuple(err["loc"])
+    parent = _model_at(model, loc[:-1]) if loc and isinstance(loc[-1], str) else None
+    field = parent.model_fields.get(loc[-1]) if parent else None
+    unit = keydoc.unit_of(field) if field else None
+    if unit is None:
+        return ""
+    note = f"; {loc[-1]}: {keydoc.type_text(field)}"
+    limit, value = (err.get("ctx") or {}).get("le"), err.get("input")
+    if unit == "m" and isinstance(limit, (int, float)) and isinstance(value, (int, float)):
+        note += looks_like(value, limit)
+    return note
 
 
 def _unknown_key(key: str, known: list[str]) -> str:
@@ -363,14 +379,14 @@ def _message(err: dict[str, Any], model: type[BaseModel]) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "literal_error":
-        return f"must be {ctx['expected']}{_got(err)}"
+        return f"must be {ctx['expected']}{_got(err)}{_unit_note(err, model)}"
     if kind in _PLAIN:
-        return _PLAIN[kind] + _got(err)
+        return _PLAIN[kind] + _got(err) + _unit_note(err, model)
     bounds = {"greater_than": "greater than", "greater_than_equal": "at least",
               "less_than": "less than", "less_than_equal": "at most"}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit:g}{_got(err)}"
+        return f"must be {bounds[kind]} {limit:g}{_got(err)}{_unit_note(err, model)}"
     msg = err["msg"]
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
@@ -392,7 +408,7 @@ class _Collector:
                 loc = tuple(err["loc"])
                 key = (err.get("ctx") or {}).get("key")
                 if err["type"] == "key_error" and key:
-                    loc += (key,)
+                    loc += tuple(key.split("."))
                 self.add(prefix + loc, _message(err, model))
             return None
 
@@ -437,6 +453,11 @@ def driver_problem(name: str, exc: registry.DriverLoadError) -> str:
     if name not in installed and close:
         return f"unknown driver {name!r}; did you mean {close[0]}? (`gateway drivers` lists them)"
     return str(exc)
+
+
+def sensor_model(driver: type[Driver]) -> type[SensorOptions]:
+    """A sensor entry's model: the driver's own keys, plus the pipeline's for a distance sensor."""
+    return compose(driver.Options)
 
 
 def parse_config(text: str, file: str = "<config>") -> Config:
@@ -495,7 +516,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         except registry.DriverLoadError as exc:
             out.add(("sensors", i, "driver"), driver_problem(name, exc))
             continue
-        sensors.append(out.validate(driver.Options, raw, ("sensors", i)))
+        sensors.append(out.validate(sensor_model(driver), raw, ("sensors", i)))
 
     if problems or gateway is None or storage is None or service is None:
         raise ConfigError(sorted(problems, key=lambda p: p.line))

@@ -30,7 +30,8 @@ def creds(tmp_path, monkeypatch):
 
 def test_the_documented_path_is_checked_at_its_source(creds):
     (creds / "mqtt").write_text("pw\n")
-    (creds / "beacon.salt").write_text("0123456789abcdef0123456789abcdef\n")
+    (creds / "beacon.salt").write_text("q8ZrT2mW9xLk4PbN7vYc3HdJ6sFa0GuE\n")  # a salt the salt rules accept
+    (creds / "beacon.salt").chmod(0o600)
     config = parse_config(_config(), "gw.yaml")
     assert config.warnings == []
     assert read_secret(config.uplinks[0].password_file) == "pw"  # `gateway probe` as root outside the service

@@ -188,7 +188,7 @@ def test_secrets_on_the_boot_partition_move_into_the_credentials_directory(root)
     boot = root / "boot/firmware"
     (boot / "gateway-credentials").mkdir(parents=True)
     (boot / "gateway-credentials/mqtt.secret").write_text("s3cret-password\n")
-    (boot / "gateway-credentials/beacon.salt").write_text("0123456789abcdef0123456789abcdef\n")
+    (boot / "gateway-credentials/beacon.salt").write_text("Zq3kP9xW2mLr8vTb5nYc1hFd7gJs4eAo\n")
     (boot / "gateway-credentials/bad name").write_text("x")
     run = "/run/credentials/city-edge-gateway.service"
     (boot / "gateway.yaml").write_text(

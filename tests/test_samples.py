@@ -24,7 +24,8 @@ def test_example_config_is_valid_without_spurious_warnings(path, monkeypatch, tm
     # the Pi's: stand in a file for each, so what remains to warn about is the sample's own doing.
     monkeypatch.setenv("GATEWAY_CREDENTIALS_DIR", str(tmp_path))
     for name in set(re.findall(r"/run/credentials/city-edge-gateway\.service/secret_([\w.-]+)", text)):
-        (tmp_path / name).write_bytes(b"0123456789abcdef0123456789abcdef")
+        (tmp_path / name).write_bytes(b"Zq3kP9xW2mLr8vTb5nYc1hFd7gJs4eAo")  # passes as a password or a salt
+        (tmp_path / name).chmod(0o600)
     for name in set(re.findall(r"/etc/city-edge-gateway/[\w.-]+|/dev/[\w/.:-]+", text)):
         stand_in = tmp_path / Path(name).name
         stand_in.write_bytes(b"Zq3kP9xW2mLr8vTb5nYc1hFd7gJs4eAo")  # passes as a token, a password or a salt
