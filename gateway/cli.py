@@ -93,6 +93,8 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     from gateway.service import Gateway
     config = _load(args.config)
+    for warning in config.warnings:
+        log.warning("%s", warning)
     return asyncio.run(Gateway(config).run())
 
 
@@ -164,8 +166,9 @@ def _print_stats(data: dict) -> None:
 
 
 def cmd_drivers(args) -> int:
-    from gateway.sdk.driver import SensorOptions
+    from gateway.config import sensor_model
     from gateway.keydoc import describe_keys
+    from gateway.sdk.driver import SensorOptions
     print("Keys every sensor takes:")
     for line in describe_keys(SensorOptions):
         print("    " + line)
@@ -180,7 +183,8 @@ def cmd_drivers(args) -> int:
             print(f"{name}  BROKEN, cannot be used ({registry.available()[name]}): {why}")
             continue
         print(f"{name}  {cls.summary}".rstrip())
-        for line in describe_keys(cls.Options, skip=base):
+        # The driver's own keys first, then the pipeline's (distance sensors).
+        for line in describe_keys(sensor_model(cls), skip=base, first=list(cls.Options.model_fields)):
             print("    " + line)
     from gateway.config import UPLINK_TYPES, ServiceSection, WebSection
     print("\nUplinks (uplinks: - name: ..., type: TYPE, and these keys):")

@@ -15,11 +15,12 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
-from gateway.sdk.driver import SensorOptions
-from gateway import registry, yamlsource
+from gateway import keydoc, registry, yamlsource
+from gateway.pipeline_options import compose, looks_like
+from gateway.sdk.driver import Driver, SensorOptions
 from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict, read_regular
+from gateway.sdk.fields import key_error as _key_error
 from gateway.storagepath import storage_path_problems
 from gateway.yamlsource import Problem
 
@@ -51,12 +52,6 @@ class StorageSection(Strict):
         if v.is_dir():
             raise ValueError(f"{v} is a directory; give the buffer's file name, e.g. {v / 'buffer.db'}")
         return v
-
-
-def _key_error(key: str, message: str) -> PydanticCustomError:
-    """A model-level error that belongs to one key: the collector appends `key` to
-    its path, so the line and the path name that key, not the whole section."""
-    return PydanticCustomError("key_error", message, {"key": key})
 
 
 class WebSection(Strict):
@@ -160,6 +155,7 @@ class MqttUplinkConfig(UplinkBase):
     type: Literal["mqtt"]
     url: str
     topic: str = "city/{gateway}/{sensor}"
+    status_topic: str = Field("city/{gateway}/status", description="retained online/offline and the last will")
     qos: Literal[0, 1, 2] = 1
     username: str | None = None
     password_file: SecretFile | None = None
@@ -221,6 +217,17 @@ class MqttUplinkConfig(UplinkBase):
             raise ValueError(f"MQTT 5's session expiry is at most {MQTT_SESSION_EXPIRY_MAX}s (a 32-bit count of seconds)")
         return v
 
+    @field_validator("status_topic")
+    @classmethod
+    def _status_topic(cls, v: str) -> str:
+        try:
+            v.format(gateway="g")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"the status topic's only placeholder is {{gateway}} (bad: {exc})") from None
+        if "#" in v or "+" in v or not v:
+            raise ValueError("a status topic is a plain topic: no wildcards # or +, not empty")
+        return v
+
     @model_validator(mode="after")
     def _pairs(self) -> "MqttUplinkConfig":
         # Each error names the key that is there, so the line points at it.
@@ -249,18 +256,37 @@ class NgsiLdUplinkConfig(UplinkBase):
     url: str
     tenant: str | None = None
     token_file: SecretFile | None = None
+    token_url: str | None = Field(None, description="OAuth2 client credentials: the identity provider's token URL")
+    client_id: str | None = None
+    client_secret_file: SecretFile | None = None
     ca_file: ReadableFile | None = None
+    context: str | None = Field(None, description="a city-hosted JSON-LD context every request names "
+                                                  "(default: the pinned Smart Data Models contexts)")
     core_context: str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
-    timeout: Duration = 10.0
-    batch: int = Field(500, ge=1, le=10_000, description="readings per send (several requests: temporal + upsert)")
+    temporal: Literal["auto", "on", "off"] = Field("auto", description="history through the temporal API; "
+                                                   "off: only through upserts")
+    timeout: Duration = Field(30.0, description="whole request, answer included (a broker may fetch contexts)")
+    batch: int = Field(2000, ge=1, le=10_000, description="readings per send (several requests: temporal + upsert)")
     max_request_bytes: int = Field(1_000_000, ge=10_000, le=1_048_575, description="upsert/temporal body limit")
     heartbeat: Duration = Field(60.0, description="how often the gateway's own Device entity is refreshed")
-    reconnect_max: Duration = 30.0
+    reconnect_max: Duration = Field(30.0, description="longest wait between retries, a broker's Retry-After included")
 
-    @field_validator("url")
+    @field_validator("url", "token_url", "context")
     @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_url(v, ("http", "https"))
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v, ("http", "https"))
+
+    @model_validator(mode="after")
+    def _credentials(self) -> "NgsiLdUplinkConfig":
+        names = ("token_url", "client_id", "client_secret_file")
+        given = [n for n in names if getattr(self, n) is not None]
+        if given and self.token_file is not None:
+            raise _key_error("token_file", "give either token_file or token_url/client_id/client_secret_file")
+        missing = [n for n in names if n not in given]
+        if given and missing:
+            raise _key_error(given[0], "OAuth2 client credentials need token_url, client_id and client_secret_file "
+                                       f"({', '.join(missing)} missing)")
+        return self
 
     @field_validator("tenant")
     @classmethod
@@ -311,17 +337,38 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The keys the section at `loc` (inside `model`) accepts."""
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model of the section at `loc` (inside `model`)."""
     for part in loc:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
         sub = _submodel(field.annotation) if field else None
         if sub is None:
-            return []
+            return None
         model = sub
-    return list(model.model_fields)
+    return model
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys the section at `loc` (inside `model`) accepts."""
+    found = _model_at(model, loc)
+    return list(found.model_fields) if found else []
+
+
+def _unit_note(err: dict[str, Any], model: type[BaseModel]) -> str:
+    """For a key with a unit: what it takes (range and unit), and a hint for mm or cm written for m."""
+    loc = tuple(err["loc"])
+    parent = _model_at(model, loc[:-1]) if loc and isinstance(loc[-1], str) else None
+    field = parent.model_fields.get(loc[-1]) if parent else None
+    unit = keydoc.unit_of(field) if field else None
+    if unit is None:
+        return ""
+    note = f"; {loc[-1]}: {keydoc.type_text(field)}"
+    limit, value = (err.get("ctx") or {}).get("le"), err.get("input")
+    if unit == "m" and isinstance(limit, (int, float)) and isinstance(value, (int, float)):
+        note += looks_like(value, limit)
+    return note
 
 
 def _unknown_key(key: str, known: list[str]) -> str:
@@ -363,14 +410,14 @@ def _message(err: dict[str, Any], model: type[BaseModel]) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "literal_error":
-        return f"must be {ctx['expected']}{_got(err)}"
+        return f"must be {ctx['expected']}{_got(err)}{_unit_note(err, model)}"
     if kind in _PLAIN:
-        return _PLAIN[kind] + _got(err)
+        return _PLAIN[kind] + _got(err) + _unit_note(err, model)
     bounds = {"greater_than": "greater than", "greater_than_equal": "at least",
               "less_than": "less than", "less_than_equal": "at most"}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit:g}{_got(err)}"
+        return f"must be {bounds[kind]} {limit:g}{_got(err)}{_unit_note(err, model)}"
     msg = err["msg"]
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
@@ -392,7 +439,7 @@ class _Collector:
                 loc = tuple(err["loc"])
                 key = (err.get("ctx") or {}).get("key")
                 if err["type"] == "key_error" and key:
-                    loc += (key,)
+                    loc += tuple(key.split("."))
                 self.add(prefix + loc, _message(err, model))
             return None
 
@@ -437,6 +484,11 @@ def driver_problem(name: str, exc: registry.DriverLoadError) -> str:
     if name not in installed and close:
         return f"unknown driver {name!r}; did you mean {close[0]}? (`gateway drivers` lists them)"
     return str(exc)
+
+
+def sensor_model(driver: type[Driver]) -> type[SensorOptions]:
+    """A sensor entry's model: the driver's own keys, plus the pipeline's for a distance sensor."""
+    return compose(driver.Options)
 
 
 def parse_config(text: str, file: str = "<config>") -> Config:
@@ -495,7 +547,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         except registry.DriverLoadError as exc:
             out.add(("sensors", i, "driver"), driver_problem(name, exc))
             continue
-        sensors.append(out.validate(driver.Options, raw, ("sensors", i)))
+        sensors.append(out.validate(sensor_model(driver), raw, ("sensors", i)))
 
     if problems or gateway is None or storage is None or service is None:
         raise ConfigError(sorted(problems, key=lambda p: p.line))

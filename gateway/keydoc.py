@@ -61,14 +61,28 @@ def _default(field: FieldInfo) -> str:
     return f"default {value!r}"
 
 
-def key_rows(model: type[BaseModel], skip: set[str] = frozenset()) -> list[tuple[str, str, str, str]]:
-    """(key, type, default, description) of each key of a config model."""
-    return [(key, _type_name(field.annotation, list(field.metadata)), _default(field), field.description or "")
-            for key, field in model.model_fields.items() if key not in skip]
+def unit_of(field: FieldInfo) -> str | None:
+    """The unit a key is in (`json_schema_extra={"unit": "m"}` on its Field), or None."""
+    extra = field.json_schema_extra
+    return extra.get("unit") if isinstance(extra, dict) else None
 
 
-def describe_keys(model: type[BaseModel], skip: set[str] = frozenset()) -> list[str]:
-    rows = key_rows(model, skip)
+def type_text(field: FieldInfo) -> str:
+    """What a key takes, with its range and unit: e.g. `number > 0 <= 10 m`."""
+    unit = unit_of(field)
+    return _type_name(field.annotation, list(field.metadata)) + (f" {unit}" if unit else "")
+
+
+def key_rows(model: type[BaseModel], skip: set[str] = frozenset(), first: list[str] = ()) -> list[tuple[str, str, str, str]]:
+    """(key, type with range and unit, default, description) of each key of a config model; `first` lead."""
+    keys = [k for k in first if k in model.model_fields] + [k for k in model.model_fields if k not in first]
+    return [(key, type_text(model.model_fields[key]), _default(model.model_fields[key]),
+             model.model_fields[key].description or "") for key in keys if key not in skip]
+
+
+def describe_keys(model: type[BaseModel], skip: set[str] = frozenset(), first: list[str] = ()) -> list[str]:
+    """One line per key; the keys in `first` lead, in that order."""
+    rows = key_rows(model, skip, first)
     if not rows:
         return ["(no keys of its own)"]
     width = [max(len(r[i]) for r in rows) for i in range(3)]

@@ -18,6 +18,7 @@ from gateway import registry
 from gateway.buffer import Buffer
 from gateway.ids import IdStamper
 from gateway.pipeline import Pipeline
+from gateway.pipeline_state import boot_id
 from gateway.sdk.devices import Devices
 from gateway.sdk.reading import Reading
 from gateway.scheduler import SensorRunner
@@ -56,6 +57,7 @@ class SensorSupervisor:
         self.readings_total = 0
         self.refused_total = 0
         self.on_reading: Callable[[Reading], None] | None = None  # each reading as appended (the on-site page)
+        self._boot = boot_id()  # the pipelines' saved windows: same boot, or moved by the wall clock
 
     # --- building, starting, stopping ------------------------------------------------------------
 
@@ -63,7 +65,8 @@ class SensorSupervisor:
         """Driver, pipeline and runner for one sensor; raises if the driver cannot be made."""
         devices = self.devices.get(options.devices) or registry.devices(options.devices)
         driver = registry.load(options.driver)(options, devices)
-        pipeline = Pipeline(options, location, driver=type(driver), latest=self._latest.get)
+        pipeline = Pipeline(options, location, latest=self._latest.get, recall=self.buffer.recall,
+                            remember=self.buffer.remember, boot=self._boot)
         runner = SensorRunner(driver, self.accept, self._state_changed)
         return SensorUnit(options, runner, pipeline)
 
@@ -73,10 +76,14 @@ class SensorSupervisor:
         self._units[sid] = unit
         self.tasks.spawn(task_name(sid), unit.runner.run, label=f"sensor {sid}")
 
-    async def remove(self, sensor_id: str) -> None:
+    async def remove(self, sensor_id: str, *, forget: bool = False) -> None:
+        """Stop a sensor; `forget` (it is gone from the config) also drops its pipeline's saved state, which a
+        changed sensor's new pipeline takes over instead."""
         await self.tasks.stop(task_name(sensor_id))
         unit = self._units.pop(sensor_id, None)
         if unit is not None:
+            if forget:
+                unit.pipeline.forget()
             await unit.runner.close()
             released = unit.runner.device_released()
             if released is not None:

@@ -24,6 +24,7 @@ import signal
 import time
 from pathlib import Path
 
+from gateway import catalogue
 from gateway.buffer import Buffer
 from gateway.bufferfile import open_when_possible
 from gateway.clock import Clock, SystemClock
@@ -34,6 +35,7 @@ from gateway.ids import IdGenerator, IdStamper
 from gateway.instance import AlreadyRunning, InstanceLock
 from gateway.metrics import MetricsServer
 from gateway.notify import Notifier
+from gateway.pipeline import forget_other_sensors
 from gateway.sdk.devices import Devices
 from gateway.reload import ReloadPlan, ReloadRefused, outcome
 from gateway.sensor_supervisor import SensorSupervisor
@@ -111,8 +113,9 @@ class Gateway:
                                     poll=self._clock_poll)
         self.sensors = SensorSupervisor(cfg.gateway.id, self.buffer, self.stamp, self.tasks, devices=self._devices,
                                         clock_synced=self.corrector.is_synced, on_change=self._changed)
-        self.uplinks = UplinkSupervisor(self.buffer, cfg.gateway.id, self.tasks, clock_gate=self.corrector.gate,
-                                        on_change=self._changed)
+        forget_other_sensors(self.buffer.recall, self.buffer.remember, [s.id for s in cfg.sensors])
+        self.uplinks = UplinkSupervisor(self.buffer, cfg.gateway.id, self.tasks, catalogue.from_config(cfg),
+                                        clock_gate=self.corrector.gate, on_change=self._changed)
         self.health = HealthView(Sources(
             gateway_id=cfg.gateway.id, sensors=self.sensors.facts, uplinks=self.uplinks.facts,
             tasks=self.tasks.facts, task_problems=self.tasks.problems, buffer=self.buffer,
@@ -126,7 +129,7 @@ class Gateway:
         # said once, loudly; an uplink's readings stay buffered for it.
         for u in cfg.uplinks:
             try:
-                unit = self.uplinks.build(u, cfg)
+                unit = self.uplinks.build(u)
             except Exception as exc:
                 log.error("uplink %s cannot be set up (%s: %s); its readings stay buffered", u.name,
                           type(exc).__name__, exc)

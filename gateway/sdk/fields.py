@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic_core import PydanticCustomError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$", re.ASCII)  # not full-width digits
 # 1 ms is the finest step the scheduler and the buffer keep; 2^32-1 s (136 years)
@@ -207,3 +208,10 @@ class Strict(BaseModel):
 
     # allow_inf_nan: 1e309 and .nan are no measure of anything, and would reach the drivers as inf.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def key_error(key: str, message: str) -> PydanticCustomError:
+    """A model-level error that belongs to one key (`a.b` for a nested one): the
+    config loader appends `key` to its path, so the line and the path name that
+    key, not the whole section. Raise it from a model validator."""
+    return PydanticCustomError("key_error", message, {"key": key})
