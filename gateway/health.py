@@ -130,6 +130,7 @@ class HealthView:
                 "last_reading": None if last is None else last.as_json(),
                 "last_reading_at": None if f["last_reading_at"] is None else format_time(f["last_reading_at"]),
                 "age_s": None if last is None else round(mono - last.monotonic, 1),
+                "state_for_s": round(f["state_for_s"], 1),  # how long in this state (/healthz: failing too long)
             }
         return out
 

@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from gateway import catalogue
 from gateway.config import Config
 from gateway.sdk.reading import format_time
 from gateway.sensor_supervisor import SensorSupervisor, SensorUnit
@@ -60,10 +61,9 @@ class ReloadPlan:
         new_u = {u.name: u for u in self.new.uplinks}
         old_s = {s.id: (s, self.old.location_of(s)) for s in self.old.sensors}
         new_s = {s.id: (s, self.new.location_of(s)) for s in self.new.sensors}
-        # An uplink that reads sensor options (NGSI-LD: alert levels) restarts when the sensors change.
-        needs_sensors = {n for n, u in new_u.items() if u.type == "ngsi-ld" and old_s != new_s}
-        self.uplinks_out = [n for n, u in old_u.items() if new_u.get(n) != u or n in needs_sensors]
-        self.uplinks_in = [u for n, u in new_u.items() if old_u.get(n) != u or n in needs_sensors]
+        # Uplinks learn sensor changes from the catalogue (replaced in place below), never by a restart.
+        self.uplinks_out = [n for n, u in old_u.items() if new_u.get(n) != u]
+        self.uplinks_in = [u for n, u in new_u.items() if old_u.get(n) != u]
         self.sensors_out = [sid for sid, s in old_s.items() if new_s.get(sid) != s]
         self.sensors_in = [new_s[sid] for sid in new_s if old_s.get(sid) != new_s[sid]]
         self._old_uplinks, self._old_sensors = set(old_u), set(old_s)
@@ -76,6 +76,7 @@ class ReloadPlan:
     async def apply(self, sensors: SensorSupervisor, uplinks: UplinkSupervisor) -> None:
         built_u, built_s = await self._build(sensors, uplinks)
         # 2. swap: from here on nothing can fail for a reason of the new config
+        uplinks.catalogue.replace(catalogue.from_config(self.new))
         for name in self.uplinks_out:
             await uplinks.remove(name, forget=name in self._gone_uplinks)
             if name in self._gone_uplinks:
@@ -84,7 +85,7 @@ class ReloadPlan:
             uplinks.add(unit)
             log.info("uplink %s %s", unit.name, "changed" if unit.name in self._old_uplinks else "added")
         for sid in self.sensors_out:
-            await sensors.remove(sid)
+            await sensors.remove(sid, forget=sid not in {s.id for s in self.new.sensors})
             if sid not in {u.options.id for u in built_s}:
                 log.info("sensor %s removed", sid)
         for unit in built_s:
@@ -100,7 +101,7 @@ class ReloadPlan:
         try:
             for u in self.uplinks_in:
                 what = f"uplink {u.name}"
-                unit = uplinks.build(u, self.new)
+                unit = uplinks.build(u)
                 built_u.append(unit)
                 await uplinks.start(unit)
             for options, location in self.sensors_in:

@@ -39,6 +39,7 @@ class SensorRunner:
         self.sink = sink
         self.on_state = on_state
         self.state = "starting"
+        self.state_since = time.monotonic()  # how long a failing sensor has failed (/healthz)
         self.detail: str | None = None
         self.failures = 0
         self.read_errors = 0  # failed reads in all (status, metrics)
@@ -69,6 +70,8 @@ class SensorRunner:
             log.info("sensor %s (%s): reading", self.id, self.driver.name)
         else:
             log.warning("sensor %s (%s): %s%s", self.id, self.driver.name, state, f": {detail}" if detail else "")
+        if state != self.state:
+            self.state_since = time.monotonic()
         self.state, self.detail = state, detail
         self.on_state(self.id, state, detail, self.failures)
 
@@ -151,6 +154,7 @@ class SensorRunner:
         """What the health view shows of this sensor."""
         return {"driver": self.driver.name, "state": self.state, "detail": self.detail, "failures": self.failures,
                 "reads": self.reads, "read_errors": self.read_errors, "quiet_s": time.monotonic() - self.last_attempt,
+                "state_for_s": time.monotonic() - self.state_since,
                 "stall_limit": self.stall_limit}
 
     async def close(self) -> None:

@@ -16,8 +16,9 @@ from typing import Callable
 
 from gateway import registry
 from gateway.buffer import Buffer
-from gateway.ids import IdGenerator
+from gateway.ids import IdStamper
 from gateway.pipeline import Pipeline
+from gateway.pipeline_state import boot_id
 from gateway.sdk.devices import Devices
 from gateway.sdk.reading import Reading
 from gateway.scheduler import SensorRunner
@@ -40,12 +41,12 @@ def task_name(sensor_id: str) -> str:
 
 
 class SensorSupervisor:
-    def __init__(self, gateway_id: str, buffer: Buffer, ids: IdGenerator, tasks: TaskSupervisor, *,
+    def __init__(self, gateway_id: str, buffer: Buffer, stamp: IdStamper, tasks: TaskSupervisor, *,
                  devices: dict[str, Devices], clock_synced: Callable[[], bool], on_change: Callable[[], None]):
         self.gateway_id = gateway_id
         self.devices = devices  # device sets handed in by name; others come from the registry
         self.buffer = buffer
-        self.ids = ids
+        self.stamp = stamp  # gives each reading its id and appends it (held while no id can be issued)
         self.tasks = tasks
         self.clock_synced = clock_synced
         self.on_change = on_change
@@ -55,6 +56,8 @@ class SensorSupervisor:
         self._releasing: dict[str, object] = {}  # sensor id -> its removed runner's pending close (reload)
         self.readings_total = 0
         self.refused_total = 0
+        self.on_reading: Callable[[Reading], None] | None = None  # each reading as appended (the on-site page)
+        self._boot = boot_id()  # the pipelines' saved windows: same boot, or moved by the wall clock
 
     # --- building, starting, stopping ------------------------------------------------------------
 
@@ -62,7 +65,8 @@ class SensorSupervisor:
         """Driver, pipeline and runner for one sensor; raises if the driver cannot be made."""
         devices = self.devices.get(options.devices) or registry.devices(options.devices)
         driver = registry.load(options.driver)(options, devices)
-        pipeline = Pipeline(options, location, driver=type(driver), latest=self._latest.get)
+        pipeline = Pipeline(options, location, latest=self._latest.get, recall=self.buffer.recall,
+                            remember=self.buffer.remember, boot=self._boot)
         runner = SensorRunner(driver, self.accept, self._state_changed)
         return SensorUnit(options, runner, pipeline)
 
@@ -72,10 +76,14 @@ class SensorSupervisor:
         self._units[sid] = unit
         self.tasks.spawn(task_name(sid), unit.runner.run, label=f"sensor {sid}")
 
-    async def remove(self, sensor_id: str) -> None:
+    async def remove(self, sensor_id: str, *, forget: bool = False) -> None:
+        """Stop a sensor; `forget` (it is gone from the config) also drops its pipeline's saved state, which a
+        changed sensor's new pipeline takes over instead."""
         await self.tasks.stop(task_name(sensor_id))
         unit = self._units.pop(sensor_id, None)
         if unit is not None:
+            if forget:
+                unit.pipeline.forget()
             await unit.runner.close()
             released = unit.runner.device_released()
             if released is not None:
@@ -110,14 +118,15 @@ class SensorSupervisor:
         reading = unit.pipeline.process(reading)
         unit.runner.interval_override = unit.pipeline.interval_override  # a river in alert is read more often
         reading.gateway = self.gateway_id
-        reading.id = self.ids.next(reading.sensor)
         if not self.clock_synced():
             reading.clock_synced = False  # corrected in the buffer once the clock is trusted
-        self.buffer.append(reading)
+        self.stamp(reading)  # its id, then the buffer
         self._latest[reading.sensor] = reading  # as published: status, and the pipelines' `temperature_from`
         if reading.quality == "error":
             self._error_readings[reading.sensor] = self._error_readings.get(reading.sensor, 0) + 1
         self.readings_total += 1
+        if self.on_reading is not None:
+            self.on_reading(reading)
 
     def _refused(self, reading: Reading, exc: Exception) -> None:
         self.refused_total += 1

@@ -24,14 +24,18 @@ import signal
 import time
 from pathlib import Path
 
+from gateway import catalogue
 from gateway.buffer import Buffer
+from gateway.bufferfile import open_when_possible
 from gateway.clock import Clock, SystemClock
 from gateway.clock_corrector import ClockCorrector
 from gateway.config import Config, ConfigError, load_config
 from gateway.health import HealthView, Sources
-from gateway.ids import IdGenerator
+from gateway.ids import IdGenerator, IdStamper
+from gateway.instance import AlreadyRunning, InstanceLock
 from gateway.metrics import MetricsServer
 from gateway.notify import Notifier
+from gateway.pipeline import forget_other_sensors
 from gateway.sdk.devices import Devices
 from gateway.reload import ReloadPlan, ReloadRefused, outcome
 from gateway.sensor_supervisor import SensorSupervisor
@@ -73,6 +77,7 @@ class Gateway:
         self.health: HealthView | None = None  # the parts exist once run() opened the buffer
         self.sensors: SensorSupervisor | None = None
         self.uplinks: UplinkSupervisor | None = None
+        self.web_server = None  # the on-site page (gateway/web.py), when service.web is set
 
     def _changed(self) -> None:
         if self.health is not None:
@@ -80,19 +85,37 @@ class Gateway:
 
     # --- building the parts --------------------------------------------------------------------
 
+    async def _open_storage(self) -> int | None:
+        """The instance lock (before the buffer and the status socket: a second daemon
+        touches neither), the buffer (waiting while it cannot open), the ids. An exit
+        code if the daemon must not go on."""
+        storage = self.config.storage
+        self.notifier.status("opening the buffer")
+        try:
+            self.instance = InstanceLock(storage.path).acquire()
+        except (AlreadyRunning, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        self.buffer = await open_when_possible(lambda: Buffer(
+            storage.path, [u.name for u in self.config.uplinks], gateway=self.config.gateway.id,
+            max_readings=storage.max_readings, durability=storage.durability, commit_rows=storage.commit_rows),
+            storage.path, self.notifier, self.stopping)
+        if self.buffer is None:
+            log.info("stopped before the buffer opened: nothing was read")
+            self.instance.release()
+            return 0
+        self.stamp = IdStamper(IdGenerator(self.config.gateway.id, id_lease_file(storage.path)), self.buffer.append)
+        return None
+
     def _build(self) -> None:
         cfg = self.config
-        self.notifier.status("opening the buffer")
-        self.buffer = Buffer(cfg.storage.path, [u.name for u in cfg.uplinks], gateway=cfg.gateway.id,
-                             max_readings=cfg.storage.max_readings,
-                             durability=cfg.storage.durability, commit_rows=cfg.storage.commit_rows)
-        ids = IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path))
         self.corrector = ClockCorrector(self._clock, self.buffer, hold=cfg.service.clock_hold, stopping=self.stopping,
                                     poll=self._clock_poll)
-        self.sensors = SensorSupervisor(cfg.gateway.id, self.buffer, ids, self.tasks, devices=self._devices,
+        self.sensors = SensorSupervisor(cfg.gateway.id, self.buffer, self.stamp, self.tasks, devices=self._devices,
                                         clock_synced=self.corrector.is_synced, on_change=self._changed)
-        self.uplinks = UplinkSupervisor(self.buffer, cfg.gateway.id, self.tasks, clock_gate=self.corrector.gate,
-                                        on_change=self._changed)
+        forget_other_sensors(self.buffer.recall, self.buffer.remember, [s.id for s in cfg.sensors])
+        self.uplinks = UplinkSupervisor(self.buffer, cfg.gateway.id, self.tasks, catalogue.from_config(cfg),
+                                        clock_gate=self.corrector.gate, on_change=self._changed)
         self.health = HealthView(Sources(
             gateway_id=cfg.gateway.id, sensors=self.sensors.facts, uplinks=self.uplinks.facts,
             tasks=self.tasks.facts, task_problems=self.tasks.problems, buffer=self.buffer,
@@ -106,7 +129,7 @@ class Gateway:
         # said once, loudly; an uplink's readings stay buffered for it.
         for u in cfg.uplinks:
             try:
-                unit = self.uplinks.build(u, cfg)
+                unit = self.uplinks.build(u)
             except Exception as exc:
                 log.error("uplink %s cannot be set up (%s: %s); its readings stay buffered", u.name,
                           type(exc).__name__, exc)
@@ -141,14 +164,20 @@ class Gateway:
     async def run(self) -> int:
         cfg = self.config
         self._signals()
+        opened = await self._open_storage()
+        if opened is not None:
+            return opened
         self._build()
         self._start_parts()
         self.status_server = StatusServer(self.health.snapshot, socket_path(cfg))
         await self.status_server.start()
         self.metrics_server = None
         if cfg.service.metrics_port:
-            self.metrics_server = MetricsServer(self.health.snapshot, self.health.problems, cfg.service.metrics_port)
+            self.metrics_server = MetricsServer(self.health.snapshot, self.health.problems, cfg.service.metrics_port,
+                                                unhealthy_after=cfg.service.unhealthy_after)
             await self.metrics_server.start()
+        if cfg.service.web is not None:
+            await self._start_web(cfg.service.web)
         log.info("gateway %s running: %d sensors, %d uplinks (%s), buffer %s", cfg.gateway.id, len(cfg.sensors),
                  len(cfg.uplinks), ", ".join(f"{u.name}:{u.type}" for u in cfg.uplinks) or "none", cfg.storage.path)
         self._started = True
@@ -161,19 +190,35 @@ class Gateway:
         if self._reload_task is not None:
             await asyncio.gather(self._reload_task, return_exceptions=True)
         await self.sensors.stop_all()
+        self.stamp.flush()
         self.buffer.commit()
         await self.uplinks.drain(self.config.gateway.shutdown_timeout)
         await self.tasks.stop_all(["commit", "clock", "watchdog", "health"])
         await self.uplinks.stop_all()
         await self.status_server.stop()
+        if self.web_server is not None:
+            await self.web_server.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
-        left = {name: self.buffer.backlog(name)["pending"] for name in self.buffer.uplinks}
-        self.buffer.close()
+        self.stamp.flush()
+        closed = self.buffer.close()
+        self.instance.release()
         self.notifier.close()
-        log.info("gateway stopped; readings left in the buffer for the next start: %s",
-                 ", ".join(f"{k}: {v}" for k, v in left.items()) or "none (no uplinks)")
+        log_stop(closed, len(self.stamp.held) + self.stamp.lost)
         return 0
+
+    async def _start_web(self, settings) -> None:
+        from gateway import logring
+        from gateway.history import RecentHistory, history_path
+        from gateway.web import WebServer
+        ring = next((h for h in logging.getLogger().handlers if isinstance(h, logring.LogRing)), None)
+        ring = ring or logring.install()
+        history = RecentHistory(history_path(self.config.storage.path))
+        self.sensors.on_reading = history.add  # the plots' own table, never the delivery buffer
+        self.web_server = WebServer.from_settings(
+            settings, snapshot=self.health.snapshot, history=history, log_lines=ring.lines,
+            sensor_options=lambda sid: next((s for s in self.config.sensors if s.id == sid), None))
+        await self.web_server.start()
 
     def request_stop(self, why: str = "request") -> None:
         if not self.stopping.is_set():
@@ -183,6 +228,7 @@ class Gateway:
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.storage.commit_interval)
+            self.stamp.flush()
             self.buffer.commit()
             self._last_commit = time.monotonic()
 
@@ -250,6 +296,18 @@ class Gateway:
         self.last_reload = outcome("applied", new.source)
         log.info("config reloaded: %d sensors, %d uplinks", len(plan.new.sensors), len(plan.new.uplinks))
         return True
+
+
+def log_stop(closed, without_id: int) -> None:
+    """What the stop leaves: only readings on disk count as kept; the rest is said to be lost."""
+    left = ", ".join(f"{k}: {v}" for k, v in closed.left.items()) or "none (no uplinks)"
+    lost = closed.lost + without_id
+    if not lost:
+        log.info("gateway stopped; on disk for the next start to send: %s; nothing lost", left)
+        return
+    log.error("gateway stopped; on disk for the next start to send: %s; LOST: %d readings of this run never "
+              "reached the disk (%d held in memory at the stop, %d evicted from memory while writes failed, "
+              "%d without an id)", left, lost, closed.unwritten, closed.lost - closed.unwritten, without_id)
 
 
 def _freeze_event_loop() -> None:

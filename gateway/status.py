@@ -28,11 +28,11 @@ def socket_path(config) -> Path:
 def socket_path_lenient(config_file: str) -> Path:
     """The socket path from a config that may not validate (a typo after which
     the reload was rejected must not hide the running daemon's status)."""
-    import yaml
-    from gateway.config import StorageSection
-    try:
-        doc = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    from gateway import yamlsource
+    from gateway.config import ConfigError, StorageSection, read_config_text
+    try:  # the bounded loader: a YAML bomb in the config must not hang `gateway status`
+        doc = yamlsource.load(read_config_text(config_file), config_file)[0] or {}
+    except ConfigError:
         doc = {}
     service = doc.get("service") if isinstance(doc, dict) else None
     storage = doc.get("storage") if isinstance(doc, dict) else None
@@ -51,8 +51,12 @@ class StatusServer:
 
     async def start(self) -> None:
         try:
+            if self.path.is_socket() and _answers(self.path):
+                log.error("status socket %s is in use by another running gateway: left to it; "
+                          "`gateway status` with this config asks that one", self.path)
+                return
             if self.path.is_socket():
-                self.path.unlink()  # left by a killed daemon
+                self.path.unlink()  # left by a killed daemon: nobody answers on it
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.server = await asyncio.start_unix_server(self._answer, path=str(self.path))
             os.chmod(self.path, 0o660)  # the gateway's group (technicians) may ask
@@ -77,6 +81,12 @@ class StatusServer:
                 self.path.unlink()
             except OSError:
                 pass
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex(str(path)) == 0
 
 
 class StatusUnavailable(Exception):

@@ -18,6 +18,7 @@ from gateway.backoff import Backoff
 from gateway.buffer import Buffer
 from gateway.delivery import Delivery
 from gateway.supervisor import TaskSupervisor
+from gateway.catalogue import SensorCatalogue
 from gateway.uplinks import make_transport
 from gateway.uplinks.base import Transport
 
@@ -39,9 +40,10 @@ class UplinkUnit:
 
 
 class UplinkSupervisor:
-    def __init__(self, buffer: Buffer, gateway_id: str, tasks: TaskSupervisor, *,
+    def __init__(self, buffer: Buffer, gateway_id: str, tasks: TaskSupervisor, catalogue: SensorCatalogue, *,
                  clock_gate: Callable[[], Awaitable[None]], on_change: Callable[[], None]):
         self.buffer = buffer
+        self.catalogue = catalogue  # what uplinks know of the sensors, one object replaced in place on reload
         self.gateway_id = gateway_id
         self.tasks = tasks
         self.clock_gate = clock_gate
@@ -50,9 +52,9 @@ class UplinkSupervisor:
 
     # --- building, starting, stopping ------------------------------------------------------------
 
-    def build(self, config, app_config) -> UplinkUnit:
+    def build(self, config) -> UplinkUnit:
         """The transport for one uplink, not started; raises if it cannot be made."""
-        return UplinkUnit(config, make_transport(config, self.gateway_id, app_config))
+        return UplinkUnit(config, make_transport(config, self.gateway_id, self.catalogue))
 
     @staticmethod
     async def start(unit: UplinkUnit) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway import cli
-from gateway.config import load_config
+from gateway.config import ConfigError, load_config, parse_config
 from tests.helpers import make_pki
 
 REPO = Path(__file__).resolve().parent.parent
@@ -287,7 +287,7 @@ def test_missing_config_file_is_an_error(tmp_path, capfd):
     file = tmp_path / "absent.yaml"
     code, err = check(["check", "-c", str(file)], capfd)
     assert code == 2
-    assert f"{file}:0: (file): cannot read config: No such file or directory" in err
+    assert f"{file}:0: (file): cannot read config: file {file} does not exist" in err
 
 
 def test_log_format_json_keeps_problem_lines_and_logs_json(tmp_path, capfd):
@@ -324,3 +324,24 @@ def test_run_refuses_an_invalid_config_with_exit_2(tmp_path, capfd):
     assert code == 2
     assert [m["path"] for m in problems(err)] == ["uplinks[0].url"]
     assert f"`gateway check -c {bad}`" in err[-1]
+
+
+# --- YAML indentation mistakes, in plain words with the line (issue 11 point 5) ------------------
+
+@pytest.mark.parametrize("text, line, words", [
+    ("gateway:\n    id: x\n  location: [1, 2]\n", 3,
+     "line 3 is indented to column 3, which lines up with no section above it (line 2 starts at column 5)"),
+    ("gateway:\n  id: x\nsensors:\n  - id: a\n    driver: sim_river\n   interval: 1s\n", 6,
+     "line 6 is indented to column 4"),
+    ("gateway:\n  id: x\n   location: [1, 2]\n", 3,
+     "line 3 is indented deeper than line 2, which already has a value"),
+    ("gateway:\n  id x\n  location: [1, 2]\n", 2, "line 2 has no ':' after its key: write key: value"),
+    ("gateway:\n  id: x: y\n", 2, "a value with ': ' in it must be in quotes"),
+])
+def test_indentation_mistakes_are_told_in_plain_words(text, line, words):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, "gw.yaml")
+    (problem,) = exc.value.problems
+    assert (problem.file, problem.line, problem.path) == ("gw.yaml", line, "(yaml)")
+    assert words in problem.message
+    assert "block end" not in problem.message and "not allowed here" not in problem.message

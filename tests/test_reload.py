@@ -94,9 +94,11 @@ def test_a_reload_that_cannot_start_a_new_uplink_is_refused_and_the_old_set_keep
     try:
         wait_for(lambda: len(console_lines(out1)) >= 3, what="readings in the first file")
         doc["sensors"].append({"id": "snow-1", "driver": "sim_snow", "interval": "100ms"})
-        # "city" changes its file; "archive" passes the check but cannot open its file.
+        # "city" changes its file; "archive" passes the check but cannot open its file (a link into a
+        # directory that is not there: the check sees a file name in a directory that exists).
+        (tmp_path / "archive.jsonl").symlink_to(tmp_path / "no-such-dir" / "a.jsonl")
         doc["uplinks"] = [{"name": "city", "type": "console", "path": str(out2)},
-                          {"name": "archive", "type": "console", "path": str(tmp_path / "no-such-dir" / "a.jsonl")}]
+                          {"name": "archive", "type": "console", "path": str(tmp_path / "archive.jsonl")}]
         write_config(cfg, doc)
         d.signal(signal.SIGHUP)
         s = wait_for(lambda: (s := status_json(cfg)) and s["reload"] and s["reload"]["result"] == "refused" and s,

@@ -195,7 +195,7 @@ def test_a_reading_the_sink_cannot_take_does_not_stop_the_sensor():
 def test_a_sensor_changed_by_a_reload_opens_its_device_only_after_the_stuck_predecessor_closed(tmp_path):
     """Issue 9, defects 4 and 5 together: the successor of a runner stuck in a read waits for its close."""
     from gateway.buffer import Buffer
-    from gateway.ids import IdGenerator
+    from gateway.ids import IdGenerator, IdStamper
     from gateway.pipeline import Pipeline
     from gateway.sensor_supervisor import SensorSupervisor, SensorUnit
     from gateway.supervisor import TaskSupervisor
@@ -221,8 +221,8 @@ def test_a_sensor_changed_by_a_reload_opens_its_device_only_after_the_stuck_pred
 
     async def main():
         tasks = TaskSupervisor()
-        sup = SensorSupervisor("gw", buffer, IdGenerator("gw", tmp_path / "ids"), tasks, devices={},
-                               clock_synced=lambda: True, on_change=lambda: None)
+        sup = SensorSupervisor("gw", buffer, IdStamper(IdGenerator("gw", tmp_path / "ids"), buffer.append), tasks,
+                               devices={}, clock_synced=lambda: True, on_change=lambda: None)
         old = Shared(opts("river-1", 0.02, timeout=0.1), "old")
         sup.add(unit(old, sup))
         await until(lambda: sup.facts()["river-1"]["state"] == "hung")

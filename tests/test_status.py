@@ -103,6 +103,48 @@ def test_healthz(running):
     assert _get(running[3], "/nothing")[0] == 404
 
 
+def test_healthz_is_unhealthy_once_a_sensor_has_failed_longer_than_unhealthy_after(tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path / "gw.yaml", base_config(
+        tmp_path, sensors=[{"id": "river-1", "driver": "sim_river", "interval": "200ms"},
+                           {"id": "river-2", "driver": "maxbotix", "interval": "1s",
+                            "port": str(tmp_path / "ttyUSB-unplugged")}],
+        uplinks=[], metrics_port=port, unhealthy_after="2s"))
+    d = Daemon(cfg)
+    try:
+        code, text = wait_for(lambda: (r := _get_or_none(port, "/healthz")) and r[0] == 503 and r, 60,
+                              what="/healthz to turn unhealthy")
+        assert text.startswith("sensor river-2: failing for ") and "ttyUSB-unplugged" in text
+        assert "river-1" not in text
+        assert status_json(cfg)["healthy"] is True  # the watchdog's health: a restart fixes no sensor
+    finally:
+        assert d.stop() == 0
+
+
+def _get_or_none(port: int, path: str):
+    try:
+        return _get(port, path)
+    except OSError:
+        return None
+
+
+def test_the_status_table_shows_each_uplinks_last_error():
+    import io
+
+    from gateway.status import print_table
+    data = {"gateway": "g", "pid": 1, "uptime_s": 5.0, "healthy": True, "problems": [], "clock": {"synced": True},
+            "sensors": {}, "buffer": {"path": "b.db", "readings": 3, "evictions": 0},
+            "uplinks": {"city": {"connected": False, "pending": 3, "oldest_pending_age_s": 4.0, "dead_letters": 0,
+                                 "last_error": "connection refused by 127.0.0.1:1883"},
+                        "console": {"connected": True, "pending": 0, "oldest_pending_age_s": None, "dead_letters": 0,
+                                    "last_error": None}}}
+    out = io.StringIO()
+    print_table(data, out)
+    lines = out.getvalue().splitlines()
+    assert any(l.startswith("city") and l.endswith("(connection refused by 127.0.0.1:1883)") for l in lines)
+    assert not any(l.startswith("console") and "(" in l for l in lines)
+
+
 def test_status_shows_tasks_reload_and_each_uplinks_last_error(running):
     """Issue 9: the health view adds per uplink `last_error`, per sensor `last_reading_at`, `tasks`, `reload`."""
     cfg, _, _, port = running

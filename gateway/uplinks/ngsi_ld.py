@@ -35,8 +35,8 @@ from typing import Any
 import httpx
 
 from gateway import ngsi_ld_mapping as mapping
-from gateway import registry
 from gateway.buffer import Row
+from gateway.catalogue import SensorCatalogue
 from gateway.config import NgsiLdUplinkConfig
 from gateway.sdk.fields import read_secret
 from gateway.sdk.reading import format_time
@@ -98,33 +98,18 @@ def _firmware() -> str:
         return "unknown"
 
 
-def _kind_of(options: Any) -> str | None:
-    """A sensor's kind: from its options (distance sensors) or its driver class (beacons, LoRa)."""
-    kind = getattr(options, "kind", None)
-    if isinstance(kind, str):
-        return kind
-    try:
-        kind = getattr(registry.load(options.driver), "kind", None)
-    except registry.DriverLoadError:
-        return None
-    return kind if isinstance(kind, str) else None
-
-
 class NgsiLdTransport(Transport):
     window = 1  # one send at a time: per-entity order and "never backwards" stay simple
 
-    def __init__(self, config: NgsiLdUplinkConfig, gateway: str, app_config: Any = None):
+    def __init__(self, config: NgsiLdUplinkConfig, gateway: str, catalogue: SensorCatalogue | None = None):
         self.config = config
         self.name = config.name
         self.gateway = gateway
         self.batch = config.batch
         self.limit = config.max_request_bytes
         self.base = config.url.rstrip("/")
-        sensors = list(getattr(app_config, "sensors", None) or [])
-        self.options = {s.id: s for s in sensors}
-        self.kinds = sorted({k for k in map(_kind_of, sensors) if k})
-        gw = getattr(app_config, "gateway", None)
-        self.location = getattr(gw, "location", None)
+        # Shared with the daemon, which replaces its entries on a reload: looked up on every send.
+        self.catalogue = catalogue if catalogue is not None else SensorCatalogue()
         self.temporal = True  # until the broker says it has no temporal store
         self._temporal_probe_at = 0.0  # when to ask again (a broker may be restarted with TRoE)
         self.requests = 0  # for the bench and status
@@ -183,7 +168,7 @@ class NgsiLdTransport(Transport):
                 continue
             try:
                 doc = json.loads(row.body)
-                for e in mapping.entities(doc, self.options.get(row.sensor)):
+                for e in mapping.entities(doc, self.catalogue.get(row.sensor)):
                     items.append(_Item(i, e, doc["observed_at"]))
             except (mapping.Unmappable, ValueError, KeyError, TypeError) as exc:
                 out.reasons[i], out.decided[i] = f"not mappable to NGSI-LD: {exc}", True
@@ -247,7 +232,7 @@ class NgsiLdTransport(Transport):
             return []
         self._next_heartbeat = now + self.config.heartbeat
         at = format_time(time.time())
-        e = mapping.gateway_device(self.gateway, self.location, self.kinds, _firmware(), "ok", at)
+        e = mapping.gateway_device(self.gateway, self.catalogue.location, self.catalogue.kinds(), _firmware(), "ok", at)
         return [_Item(-1, e, at)]
 
     # --- temporal instances --------------------------------------------------------------------
