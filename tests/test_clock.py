@@ -187,7 +187,7 @@ def test_a_rewrite_killed_mid_way_resumes_at_the_next_start(tmp_path):
         tmp_path, sensors=[], uplinks=[{"name": "console", "type": "console", "path": str(out)}], clock_check="off"))
     d = Daemon(cfg)
     try:
-        wait_for(lambda: len(console_lines(out)) >= rows, what="every reading delivered")
+        wait_for(lambda: len(console_lines(out)) >= rows, 120, what="every reading delivered")
         assert d.stop() == 0
     finally:
         d.kill()
@@ -242,7 +242,7 @@ def _killed_unsynced_then_run(tmp_path, boot: str) -> tuple[list[dict], str]:
         tmp_path, sensors=[], uplinks=[{"name": "console", "type": "console", "path": str(out)}], clock_check="off"))
     d = Daemon(cfg)
     try:
-        wait_for(lambda: len(console_lines(out)) >= 50, what="the killed run's readings delivered")
+        wait_for(lambda: len(console_lines(out)) >= 50, 120, what="the killed run's readings delivered")
         assert d.stop() == 0
     finally:
         d.kill()
