@@ -62,7 +62,7 @@ class MqttTransport(Transport):
         url = urlsplit(config.url)
         self.host = url.hostname
         self.port = url.port or (8883 if config.tls else 1883)
-        self.status_topic = f"city/{gateway}/status"
+        self.status_topic = config.status_topic.format(gateway=gateway)
         self.client_id = config.client_id or f"{gateway}-{config.name}"
         self.password = read_secret(config.password_file) if config.password_file else None
         self._client: mqtt.Client | None = None
@@ -199,7 +199,8 @@ class MqttTransport(Transport):
     def payload(self, rows: list[Row]) -> str:
         if self.config.format == "iota-json":
             measures = [iota_measures(r.body, self.config.attributes) for r in rows]
-            return json.dumps(measures[0] if self.batch == 1 else measures, ensure_ascii=False, separators=(",", ":"))
+            # one reading is a bare object: the IoT Agent turns [{...}] into an attribute named "0"
+            return json.dumps(measures[0] if len(measures) == 1 else measures, ensure_ascii=False, separators=(",", ":"))
         return rows[0].body if self.batch == 1 else "[" + ",".join(r.body for r in rows) + "]"
 
     def send(self, rows: list[Row]) -> asyncio.Future:
