@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     sble.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
     sble.add_argument("--adapter", default="hci0", help="hci0, or replay:FILE to decode a recording")
     sble.add_argument("--record", metavar="FILE", help="write what is heard to a replay file instead")
+    from gateway.manage import fleet, update
+    fleet.add_parser(sub, common)
+    update.add_parser(sub, common)
     return p
 
 
@@ -251,7 +254,17 @@ def cmd_scan(args) -> int:
     return tool(args.seconds, adapter=args.adapter, record_to=args.record)
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "probe": cmd_probe, "buffer": cmd_buffer, "drivers": cmd_drivers,
+def cmd_fleet(args) -> int:
+    from gateway.manage import fleet
+    return fleet.main(args)
+
+
+def cmd_update(args) -> int:
+    from gateway.manage import update
+    return update.main(args)
+
+
+COMMANDS = {"fleet": cmd_fleet, "update": cmd_update, "run": cmd_run, "check": cmd_check, "probe": cmd_probe, "buffer": cmd_buffer, "drivers": cmd_drivers,
             "status": cmd_status, "scan": cmd_scan}
 
 

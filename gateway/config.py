@@ -151,6 +151,36 @@ def _mqtt_string(v: str, what: str) -> str:
     return v
 
 
+MANAGE_TOPICS = ("health", "config", "cmd")
+
+
+class ManageSection(Strict):
+    """Remote management over this uplink's broker (SPEC §7)."""
+
+    public_key_file: ReadableFile = Field(description="the fleet's Ed25519 public key (PEM)")
+    prefix: str = "city/{gateway}"
+    health_interval: Duration = 60.0
+    rollback_after: Duration = 600.0
+
+    @field_validator("public_key_file")
+    @classmethod
+    def _key(cls, v: Path) -> Path:
+        from gateway.manage.envelope import load_public_key
+        load_public_key(v)  # a ValueError says what is wrong with it
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        try:
+            v.format(gateway="g")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"the only prefix placeholder is {{gateway}} (bad: {exc})") from None
+        if "#" in v or "+" in v or v.endswith("/"):
+            raise ValueError("a prefix has no wildcards (# +) and no trailing /")
+        return _mqtt_string(v, "topic prefix")
+
+
 class MqttUplinkConfig(UplinkBase):
     type: Literal["mqtt"]
     url: str
@@ -172,6 +202,7 @@ class MqttUplinkConfig(UplinkBase):
     format: Literal["json", "iota-json"] = "json"
     apikey: str | None = Field(None, description="iota-json: the IoT Agent service's API key")
     attributes: dict[str, str] = Field({}, description="iota-json: value name -> short attribute name")
+    manage: ManageSection | None = None
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -575,6 +606,13 @@ def _tls_checks(config: Config, out: _Collector) -> None:
 
 def _cross_checks(config: Config, out: _Collector) -> None:
     _tls_checks(config, out)
+    managing = [i for i, u in enumerate(config.uplinks) if getattr(u, "manage", None) is not None]
+    for i in managing[1:]:
+        out.add(("uplinks", i, "manage"), "only one uplink may have a manage section")
+    if managing:  # their readings would land on the management topics under city/{gateway}/
+        for i, s in enumerate(config.sensors):
+            if s.id in MANAGE_TOPICS:
+                out.add(("sensors", i, "id"), f"{s.id!r} is a remote management topic; give the sensor another id")
     if any(isinstance(u, NgsiLdUplinkConfig) for u in config.uplinks):
         for i, s in enumerate(config.sensors):
             if config.location_of(s) is None:

@@ -12,8 +12,11 @@ so they cannot be errors, yet a technician should hear of them before the start.
 
 from __future__ import annotations
 
+
+import ipaddress
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -54,7 +57,18 @@ def _plain_secrets(uplink) -> list[tuple[str, str]]:
         carried.append(("token_file", uplink.url))
     if getattr(uplink, "client_secret_file", None) is not None and getattr(uplink, "token_url", None):
         carried += [("client_secret_file", uplink.token_url), ("token_url", uplink.url)]  # the secret, then the token
-    return [(key, url) for key, url in carried if url.startswith(("mqtt://", "http://"))]
+    return [(key, url) for key, url in carried if url.startswith(("mqtt://", "http://")) and not _loopback(url)]
+
+
+def _loopback(url: str) -> bool:
+    """A broker on this machine (127.0.0.0/8, ::1, localhost): the secret never crosses a network."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _fields(model: BaseModel, path: tuple):

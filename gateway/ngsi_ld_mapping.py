@@ -250,6 +250,29 @@ def gateway_device(gateway: str, location: Iterable[float] | None, kinds: Iterab
     return e
 
 
+def health_state(health: dict[str, Any]) -> str:
+    """The `health` message (SPEC §7) in one line a dashboard shows: "ok", or what is wrong."""
+    wrong = [f"sensor {sid} {s['state']}" for sid, s in health.get("sensors", {}).items() if s.get("state") != "ok"]
+    wrong += [f"uplink {name} disconnected" for name, u in health.get("uplinks", {}).items() if not u.get("connected")]
+    host = health.get("host") or {}
+    wrong += [fact for fact in ("undervoltage", "throttled") if host.get(fact)]
+    if host.get("clock") == "unsynced":
+        wrong.append("clock unsynced")
+    return "ok" if not wrong else "degraded: " + "; ".join(wrong)
+
+
+def gateway_device_health(gateway: str, location: Iterable[float] | None, kinds: Iterable[str],
+                          health: dict[str, Any]) -> dict[str, Any]:
+    """The gateway's own Device entity carrying the facts of its `health` message."""
+    e = gateway_device(gateway, location, kinds, health["version"], health_state(health), health["at"])
+    e["softwareVersion"] = prop(health["version"])
+    last = max((s["last_reading_at"] for s in health.get("sensors", {}).values() if s.get("last_reading_at")),
+               default=None)
+    if last is not None:
+        e["dateLastValueReported"] = date_time(last)
+    return e
+
+
 def key_values(entity: dict[str, Any]) -> dict[str, Any]:
     """The simplified (key-values) form, for checking against a Smart Data Models schema."""
     out: dict[str, Any] = {}

@@ -397,3 +397,12 @@ def test_indentation_mistakes_are_told_in_plain_words(text, line, words):
     assert (problem.file, problem.line, problem.path) == ("gw.yaml", line, "(yaml)")
     assert words in problem.message
     assert "block end" not in problem.message and "not allowed here" not in problem.message
+
+
+def test_a_secret_to_a_broker_on_this_machine_is_no_warning(secrets, capfd):
+    """127.0.0.1, ::1, localhost: nothing crosses a network, so plain mqtt:// is fine (a broker beside the gateway)."""
+    file = secrets / "gateway.yaml"
+    file.write_text("gateway: {id: gw-1}\nuplinks:\n  - {name: up, type: mqtt, url: 'mqtt://127.0.0.1:1883', "
+                    f"username: gw, password_file: {secrets}/secret}}\n")
+    code, err = check(["check", "-c", str(file)], capfd)
+    assert code == 0 and not [m for m in problems(err) if m["message"].startswith("warning:")], err

@@ -14,7 +14,6 @@ import json
 import logging
 import ssl
 from collections import deque
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -24,8 +23,8 @@ from paho.mqtt.properties import Properties
 from gateway.backoff import Backoff
 from gateway.buffer import Row
 from gateway.config import MqttUplinkConfig
-from gateway.sdk.fields import read_secret
-from gateway.tls import TlsError, client_context
+from gateway.mqtt_session import authenticate, broker_address
+from gateway.tls import TlsError
 from gateway.uplinks.base import Transport, TransportLost
 
 log = logging.getLogger(__name__)
@@ -59,12 +58,9 @@ class MqttTransport(Transport):
         self.gateway = gateway
         self.batch = config.batch
         self.window = config.window
-        url = urlsplit(config.url)
-        self.host = url.hostname
-        self.port = url.port or (8883 if config.tls else 1883)
+        self.host, self.port = broker_address(config)
         self.status_topic = config.status_topic.format(gateway=gateway)
         self.client_id = config.client_id or f"{gateway}-{config.name}"
-        self.password = read_secret(config.password_file) if config.password_file else None
         self._client: mqtt.Client | None = None
         self._pending: dict[int, tuple[asyncio.Future, int]] = {}
         self._topics: dict[tuple, str] = {}
@@ -102,10 +98,7 @@ class MqttTransport(Transport):
         )
         client.max_inflight_messages_set(self.window)
         client.enable_logger(logging.getLogger("paho.mqtt"))  # callback errors reach our log
-        if self.config.username:
-            client.username_pw_set(self.config.username, self.password)
-        if self.config.tls:  # read at each connection: a renewed certificate is picked up without a restart
-            client.tls_set_context(client_context(self.config.ca_file, self.config.cert_file, self.config.key_file))
+        authenticate(client, self.config)  # TLS read at each connection: a renewed certificate is picked up
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
