@@ -96,6 +96,8 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     from gateway.service import Gateway
     config = _load(args.config)
+    for warning in config.warnings:
+        log.warning("%s", warning)
     return asyncio.run(Gateway(config).run())
 
 

@@ -59,7 +59,7 @@ class MqttTransport(Transport):
         self.batch = config.batch
         self.window = config.window
         self.host, self.port = broker_address(config)
-        self.status_topic = f"city/{gateway}/status"
+        self.status_topic = config.status_topic.format(gateway=gateway)
         self.client_id = config.client_id or f"{gateway}-{config.name}"
         self._client: mqtt.Client | None = None
         self._pending: dict[int, tuple[asyncio.Future, int]] = {}
@@ -192,7 +192,8 @@ class MqttTransport(Transport):
     def payload(self, rows: list[Row]) -> str:
         if self.config.format == "iota-json":
             measures = [iota_measures(r.body, self.config.attributes) for r in rows]
-            return json.dumps(measures[0] if self.batch == 1 else measures, ensure_ascii=False, separators=(",", ":"))
+            # one reading is a bare object: the IoT Agent turns [{...}] into an attribute named "0"
+            return json.dumps(measures[0] if len(measures) == 1 else measures, ensure_ascii=False, separators=(",", ":"))
         return rows[0].body if self.batch == 1 else "[" + ",".join(r.body for r in rows) + "]"
 
     def send(self, rows: list[Row]) -> asyncio.Future:
