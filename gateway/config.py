@@ -202,7 +202,7 @@ class MqttUplinkConfig(UplinkBase):
     format: Literal["json", "iota-json"] = "json"
     apikey: str | None = Field(None, description="iota-json: the IoT Agent service's API key")
     attributes: dict[str, str] = Field({}, description="iota-json: value name -> short attribute name")
-    manage: ManageSection | None = None
+    manage: ManageSection | None = Field(None, description="remote management over this broker (docs/remote-management.md)")
 
     @field_validator("protocol", mode="before")
     @classmethod

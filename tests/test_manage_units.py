@@ -227,3 +227,19 @@ def test_a_managed_gateway_refuses_sensor_ids_that_are_management_topics(tmp_pat
     doc["sensors"] = [{"id": "health", "driver": "maxbotix", "port": "/dev/ttyUSB0", "interval": "1s"}]
     with pytest.raises(ConfigError, match=r"sensors\[0\].id: 'health' is a remote management topic"):
         parse_config(yaml.safe_dump(doc, sort_keys=False), "gw.yaml")
+
+
+def test_an_update_that_changes_the_buffer_format_is_refused(tmp_path):
+    """A rollback must open what the new version wrote: another SCHEMA_VERSION is
+    refused before anything is switched (the new venv stood in for by scripts)."""
+    from gateway.bufferfile import SCHEMA_VERSION
+    from gateway.manage.update import UpdateRefused, check_with
+    venv = tmp_path / "venvs/9.0.0-abc"
+    (venv / "bin").mkdir(parents=True)
+    for name, text in (("gateway", "exit 0"), ("python", f"echo {SCHEMA_VERSION + 1}")):
+        (venv / "bin" / name).write_text(f"#!/bin/sh\n{text}\n")
+        (venv / "bin" / name).chmod(0o755)
+    with pytest.raises(UpdateRefused, match=f"writes buffer format {SCHEMA_VERSION + 1}, this one reads {SCHEMA_VERSION}"):
+        check_with(venv, tmp_path / "gateway.yaml")
+    (venv / "bin/python").write_text(f"#!/bin/sh\necho {SCHEMA_VERSION}\n")
+    check_with(venv, tmp_path / "gateway.yaml")

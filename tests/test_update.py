@@ -115,6 +115,7 @@ def run_update(opt: Path, config: Path, restart: Path, wheel: Path, digest: str)
     out = subprocess.run([str(opt / "venv/bin/gateway"), "update", str(wheel), "--sha256", digest, "--opt", str(opt),
                           "-c", str(config), "--restart", str(restart), "--deadline", "60s"],
                          capture_output=True, text=True, timeout=900)
+    assert out.stdout.strip(), f"gateway update printed no result (exit {out.returncode}):\n{out.stderr[-4000:]}"
     return out.returncode, json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
 

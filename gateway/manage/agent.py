@@ -118,11 +118,12 @@ class Manager:
             snap = self.hooks.snapshot()
             sig = state_signature(snap)
             channel = self.channel if self._connected() else None
-            if channel is not None and (sig != last_sig or time.monotonic() >= next_due or channel is not sent_on):
+            link = None if channel is None else (channel, channel.connections)
+            if link is not None and (sig != last_sig or time.monotonic() >= next_due or link != sent_on):
                 host = await asyncio.to_thread(self.host.facts, self.hooks.clock_synced())
                 doc = health_document(snap, host, self.config_hash)
                 if channel.publish("health", _dumps(doc), retain=True):
-                    last_sig, sent_on = sig, channel
+                    last_sig, sent_on = sig, link
                     next_due = time.monotonic() + channel.uplink.manage.health_interval
             try:
                 await asyncio.wait_for(self._changed.wait(), CHANGE_POLL_S)

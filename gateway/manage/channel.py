@@ -38,6 +38,7 @@ class Channel:
         self.client_id = (uplink.client_id or f"{gateway}-{uplink.name}") + "-manage"
         self.on_message = on_message
         self.connected = asyncio.Event()
+        self.connections = 0  # how many times connected: health is sent again after each reconnect
         self._lost = asyncio.Event()
         self._client: mqtt.Client | None = None
         self._task: asyncio.Task | None = None
@@ -86,7 +87,11 @@ class Channel:
             return
         client.subscribe([(f"{self.prefix}/config/set", 1), (f"{self.prefix}/cmd/+", 1)])
         log.info("management: listening on %s/config/set and %s/cmd/+", self.prefix, self.prefix)
-        self.loop.call_soon_threadsafe(self.connected.set)
+        self.loop.call_soon_threadsafe(self._up)
+
+    def _up(self) -> None:
+        self.connections += 1
+        self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if not self._stopping:

@@ -44,6 +44,18 @@ DEFAULT_OPT = Path("/opt/city-edge-gateway")
 DEFAULT_RESTART = "systemctl restart city-edge-gateway.service"
 
 
+# The buffer format a version writes, wherever that version keeps the constant.
+FORMAT_PROBE = """
+import importlib
+for name in ("gateway.bufferfile", "gateway.buffer"):
+    try:
+        print(importlib.import_module(name).SCHEMA_VERSION)
+        break
+    except (ImportError, AttributeError):
+        pass
+"""
+
+
 class UpdateRefused(Exception):
     """Nothing was switched: why, for the operator."""
 
@@ -106,8 +118,8 @@ def check_with(venv: Path, config: Path) -> None:
     out = _run([str(venv / "bin/gateway"), "check", "-c", str(config)], timeout=120)
     if out.returncode != 0:
         raise UpdateRefused(f"the new version rejects {config}:\n{out.stderr.strip()[-4000:]}")
-    fmt = _run([str(venv / "bin/python"), "-c", "from gateway.buffer import SCHEMA_VERSION; print(SCHEMA_VERSION)"])
-    from gateway.buffer import SCHEMA_VERSION
+    fmt = _run([str(venv / "bin/python"), "-c", FORMAT_PROBE])
+    from gateway.bufferfile import SCHEMA_VERSION
     if fmt.returncode != 0 or fmt.stdout.strip() != str(SCHEMA_VERSION):
         raise UpdateRefused(f"the new version writes buffer format {fmt.stdout.strip() or '?'}, this one reads "
                             f"{SCHEMA_VERSION}: a rollback could not open its buffer")
