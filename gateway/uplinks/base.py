@@ -29,6 +29,8 @@ class Transport:
     name: str
     batch: int = 1  # readings per send
     window: int = 1  # sends awaiting an answer at once
+    drain_rate: float | None = None  # readings/s at most while a backlog drains (alerts not counted)
+    last_error: str | None = None
 
     async def start(self) -> None:
         """Begin connecting (returns at once; `ready` tells when sending can start)."""
@@ -43,6 +45,12 @@ class Transport:
     def group_key(self, row: Row) -> Hashable:
         """Rows with the same key may share one send (MQTT: one topic)."""
         return None
+
+    def stream_key(self, row: Row) -> Hashable:
+        """Rows with the same key keep their order (MQTT: one sensor, whatever its
+        devices' topics); a send takes consecutive rows of one stream that share
+        a group key."""
+        return self.group_key(row)
 
     def send(self, rows: list[Row]) -> asyncio.Future:
         raise NotImplementedError
