@@ -209,15 +209,32 @@ def buffer_stats(config: Path) -> dict:
     return json.loads(gateway_cli("buffer", "-c", str(config), "stats", "--json").stdout)
 
 
-def per_sensor_in_order(readings: list[dict]) -> bool:
-    """observed_at never goes backwards per (sensor, device), duplicates ignored (first arrival kept)."""
+def per_sensor_in_order(readings: list[dict], by_device: bool = True) -> bool:
+    """observed_at never goes backwards per (sensor, device), or per sensor across its devices
+    (by_device=False), duplicates ignored (first arrival kept)."""
     seen, last = set(), {}
     for r in readings:
         if r["id"] in seen:
             continue
         seen.add(r["id"])
-        key = (r["sensor"], r.get("device"))
+        key = (r["sensor"], r.get("device") if by_device else None)
         if key in last and r["observed_at"] < last[key]:
             return False
         last[key] = r["observed_at"]
     return True
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(d):
+    """A private CA, a server certificate for 127.0.0.1 and a client certificate."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=test city CA", cwd=d)
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={name}", cwd=d)
+        (d / f"{name}.ext").write_text(ext + "\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)

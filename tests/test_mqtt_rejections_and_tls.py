@@ -4,8 +4,8 @@ and a password from a file; the password never reaches a log."""
 
 import subprocess
 
-from tests.helpers import (GatewayProcess, Mosquitto, Subscriber, buffer_stats, free_port, gateway_cli, sim_config,
-                           wait_for, write_config)
+from tests.helpers import (GatewayProcess, Mosquitto, Subscriber, buffer_stats, free_port, gateway_cli, make_pki,
+                           sim_config, wait_for, write_config)
 
 RIVER_ONLY = [{"id": "river-1", "driver": "sim_river", "interval": "100ms"},
               {"id": "snow-1", "driver": "sim_snow", "interval": "100ms"}]
@@ -40,22 +40,6 @@ def test_rejected_publish_becomes_a_dead_letter_and_retry_delivers_it(tmp_path):
         sub.stop()
     finally:
         broker.stop()
-
-
-def _openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_pki(d):
-    """A private CA, a server certificate for 127.0.0.1 and a client certificate."""
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=test city CA", cwd=d)
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN={name}", cwd=d)
-        (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
 
 
 def test_mutual_tls_with_private_ca_and_password_file(tmp_path):
