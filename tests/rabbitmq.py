@@ -123,6 +123,22 @@ class RabbitCluster:
         self.ctl("await_online_nodes", str(len(self.nodes)), timeout=120)
         return self
 
+    def kill_all(self) -> None:
+        """The whole cluster loses power at once."""
+        for node in self.nodes:
+            if node.proc and node.proc.poll() is None:
+                os.killpg(node.proc.pid, signal.SIGKILL)
+        for node in self.nodes:
+            node.kill()
+
+    def restart_all(self) -> None:
+        """Every node back on its own data (they wait for each other, so all start together)."""
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes:
+            node.wait_listening(300)
+        self.ctl("await_online_nodes", str(len(self.nodes)), timeout=300)
+
     def ctl(self, *args: str, node: Node | None = None, timeout: float = 60) -> str:
         node = node or next(n for n in self.nodes if n.proc and n.proc.poll() is None)
         result = subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "-n", node.name, "-q", *args],

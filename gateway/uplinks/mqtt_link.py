@@ -106,6 +106,8 @@ class MqttLink:
         self._open = False  # a socket is up; the first on_disconnect for it closes it, a second is ignored
         self._refused = False  # the broker answered CONNACK with a refusal (already logged)
         self._lost = asyncio.Event()
+        self.attempts_total = 0  # connection attempts, and the ones a broker accepted (metrics, bench/fleet.py)
+        self.connects_total = 0
 
     # --- the supervised connection loop --------------------------------------------------------
 
@@ -127,6 +129,7 @@ class MqttLink:
         if self.client is None:
             self.client = self._new_client()  # TLS material is loaded here: a bad key raises, and is retried
         self.broker = broker = self.brokers[self._index]
+        self.attempts_total += 1
         self._lost = asyncio.Event()
         self._refused = False
         try:
@@ -296,6 +299,7 @@ class MqttLink:
         client.publish(self.status_topic, "online", qos=1, retain=True)
         log.info("uplink %s: connected to %s (session present: %s)", self.name, self.broker, flags.session_present)
         self.last_error = None
+        self.connects_total += 1
         self.ready.set()
         self.loop.call_soon(self._on_ready)  # after paho's resends of what was in flight
 
