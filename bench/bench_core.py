@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.buffer import Buffer
 from gateway.config import MqttUplinkConfig, parse_config
 from gateway.delivery import Delivery
-from gateway.reading import Reading, Value
+from gateway.sdk.reading import Reading, Value
 from gateway.uplinks.mqtt import MqttTransport
 from tests.helpers import Mosquitto
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway.buffer import Buffer  # noqa: E402
 from gateway.config import NgsiLdUplinkConfig  # noqa: E402
 from gateway.delivery import Delivery  # noqa: E402
-from gateway.reading import Reading, Value  # noqa: E402
+from gateway.sdk.reading import Reading, Value  # noqa: E402
 from gateway.uplinks.ngsi_ld import NgsiLdTransport  # noqa: E402
 
 GW = "bench-gw"

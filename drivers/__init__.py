@@ -1,2 +1,2 @@
 """Hardware drivers. Each is registered in the entry-point group
-`city_edge_gateway.drivers`; see drivers/base.py for the seam."""
+`city_edge_gateway.drivers`; see gateway/sdk/driver.py for the seam."""

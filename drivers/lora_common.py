@@ -21,10 +21,10 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field, StringConstraints, field_validator
 
 from drivers import cayenne_lpp
-from drivers.base import DeviceError, Driver, SensorOptions
-from drivers.serial_link import SerialLink
-from gateway.fields import Strict
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import DeviceError, Driver, SensorOptions
+from gateway.sdk.serial_link import SerialLink
+from gateway.sdk.fields import Strict
+from gateway.sdk.reading import Reading, Value
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,8 @@ class LoraModemDriver(Driver):
     command_timeout: ClassVar[float] = 1.0
     terminator: ClassVar[bytes] = b"\r\n"
 
-    def __init__(self, options: LoraOptions):
-        super().__init__(options)
+    def __init__(self, options: LoraOptions, devices=None):
+        super().__init__(options, devices)
         self.options: LoraOptions = options
         self.link = SerialLink(options.port, options.baudrate or self.default_baudrate)
         self.counts: Counter[str] = Counter()  # frames, garbage, bad_frames, modem_errors

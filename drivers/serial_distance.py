@@ -27,9 +27,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from drivers.base import DeviceError, DistanceOptions, Driver
-from drivers.serial_link import SerialLink
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import DeviceError, DistanceOptions, Driver
+from gateway.sdk.serial_link import SerialLink
+from gateway.sdk.reading import Reading, Value
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ class SerialDistanceDriver(Driver):
 
     Options: ClassVar[type[SerialDistanceOptions]] = SerialDistanceOptions
 
-    def __init__(self, options: SerialDistanceOptions):
-        super().__init__(options)
+    def __init__(self, options: SerialDistanceOptions, devices=None):
+        super().__init__(options, devices)
         self.link: SerialLink | None = None
         self.bad_frames = 0  # frames discarded for checksum or framing errors since start
         self._buffer = b""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from gateway.reading import Reading, epoch_ms, format_ms
+from gateway.sdk.reading import Reading, epoch_ms, format_ms
 
 log = logging.getLogger(__name__)
 

@@ -142,7 +142,7 @@ def _print_stats(data: dict) -> None:
 
 
 def cmd_drivers(args) -> int:
-    from drivers.base import SensorOptions
+    from gateway.sdk.driver import SensorOptions
     from gateway.keydoc import describe_keys
     print("Keys every sensor takes:")
     for line in describe_keys(SensorOptions):
@@ -202,15 +202,12 @@ def cmd_scan(args) -> int:
         with bus:
             scan.print_i2c(args.bus, scan.scan_i2c(bus))
         return 0
-    try:
-        from drivers.ble_beacon import scan as ble_scan
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("drivers.ble_beacon", "drivers.ble_beacon.scan"):
-            raise  # the driver is there but broken: show why
+    tool = registry.scan_tool("ble")  # the driver's own tool, found like the driver: the core imports no driver
+    if tool is None:
         print("gateway scan ble: not available in this installation (the ble_beacon driver is not installed)",
               file=sys.stderr)
         return 1
-    return ble_scan.main(args.seconds, adapter=args.adapter, record_to=args.record)
+    return tool(args.seconds, adapter=args.adapter, record_to=args.record)
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "probe": cmd_probe, "buffer": cmd_buffer, "drivers": cmd_drivers,

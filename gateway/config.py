@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from drivers.base import SensorOptions
+from gateway.sdk.driver import SensorOptions
 from gateway import registry, yamlsource
-from gateway.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict
+from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict
 from gateway.yamlsource import Problem
 
 DEFAULT_CONFIG = Path("/etc/city-edge-gateway/gateway.yaml")
@@ -430,6 +430,10 @@ def _cross_checks(config: Config, out: _Collector) -> None:
             if config.location_of(s) is None:
                 out.add(("sensors", i, "location"), "an ngsi-ld uplink needs a location for every sensor: "
                         "give this sensor a location or set gateway.location")
+    sets = registry.device_sets()
+    for i, s in enumerate(config.sensors):
+        if s.devices not in sets:
+            out.add(("sensors", i, "devices"), f"unknown device set {s.devices!r}; installed: {', '.join(sets)}")
     # temperature_from: the speed-of-sound correction takes air_temperature from a bme280 sensor.
     drivers = {s.id: s.driver for s in config.sensors}
     for i, s in enumerate(config.sensors):

@@ -11,7 +11,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from gateway import fields
+from gateway.sdk import fields
 
 
 def _type_name(annotation: Any, meta: list[Any]) -> str:

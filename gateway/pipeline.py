@@ -16,8 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from drivers.base import AlertLevels, DistanceOptions, Driver, SensorOptions
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import AlertLevels, DistanceOptions, Driver, SensorOptions
+from gateway.sdk.reading import Reading, Value
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ def probe(config: Config, sensor_id: str, count: int) -> int:
         known = ", ".join(s.id for s in config.sensors) or "none"
         print(f"no sensor {sensor_id!r} in {config.source} (sensors: {known})", file=sys.stderr)
         return 1
-    driver = registry.load(options.driver)(options)
+    driver = registry.load(options.driver)(options, registry.devices(options.devices))
     pipeline = Pipeline(options, config.location_of(options))
     seen = 0
     try:

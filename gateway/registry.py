@@ -4,13 +4,17 @@ package adds a driver without touching this repository."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from functools import cache
 from importlib.metadata import entry_points
 
-from drivers.base import Driver
+from gateway.sdk import Driver
+from gateway.sdk.devices import HARDWARE, Devices
 
 GROUP = "city_edge_gateway.drivers"
+DEVICES_GROUP = "city_edge_gateway.devices"  # simulated device sets (gateway/sdk/devices.py)
+SCAN_GROUP = "city_edge_gateway.scan_tools"  # `gateway scan NAME` tools that a driver package brings
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +38,33 @@ def load(name: str) -> type[Driver]:
     except Exception as exc:  # a broken plugin must not take the whole gateway down
         raise DriverLoadError(f"driver {name!r} ({matches[0].value}) failed to load: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
-        raise DriverLoadError(f"driver {name!r} ({matches[0].value}) is not a drivers.base.Driver subclass")
+        raise DriverLoadError(f"driver {name!r} ({matches[0].value}) is not a gateway.sdk.Driver subclass")
+    if inspect.isabstract(cls):
+        missing = ", ".join(f"{m}()" for m in sorted(cls.__abstractmethods__))
+        raise DriverLoadError(f"driver {name!r} ({matches[0].value}) does not implement {missing}")
     cls.name = name
     return cls
+
+
+def scan_tool(name: str):
+    """The on-site tool a driver package registers for `gateway scan NAME`, or None."""
+    matches = [ep for ep in entry_points(group=SCAN_GROUP) if ep.name == name]
+    return matches[0].load() if matches else None
+
+
+def device_sets() -> list[str]:
+    return ["hardware", *sorted(ep.name for ep in entry_points(group=DEVICES_GROUP))]
+
+
+@cache
+def devices(name: str) -> Devices:
+    """The device set a sensor's `devices` key names: one instance per process, shared by its sensors."""
+    if name == "hardware":
+        return HARDWARE
+    matches = [ep for ep in entry_points(group=DEVICES_GROUP) if ep.name == name]
+    if not matches:
+        raise DriverLoadError(f"unknown device set {name!r}; installed: {', '.join(device_sets())}")
+    try:
+        return matches[0].load()()
+    except Exception as exc:
+        raise DriverLoadError(f"device set {name!r} ({matches[0].value}) failed to load: {exc}") from exc

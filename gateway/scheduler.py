@@ -18,9 +18,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from drivers.base import Driver
+from gateway.sdk.driver import Driver
 from gateway.backoff import Backoff
-from gateway.reading import Reading
+from gateway.sdk.reading import Reading
 
 log = logging.getLogger(__name__)
 

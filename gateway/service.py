@@ -27,7 +27,8 @@ from gateway.delivery import Delivery
 from gateway.ids import IdGenerator
 from gateway.notify import Notifier
 from gateway.pipeline import Pipeline
-from gateway.reading import Reading, epoch_ms
+from gateway.sdk.devices import Devices
+from gateway.sdk.reading import Reading, epoch_ms
 from gateway.scheduler import SensorRunner
 from gateway.uplinks import make_transport
 
@@ -49,8 +50,10 @@ def dump_tasks() -> None:
 
 
 class Gateway:
-    def __init__(self, config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None):
+    def __init__(self, config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None,
+                 devices: dict[str, Devices] | None = None):
         self.config = config
+        self.devices = devices or {}  # device sets handed in (tests, the simulated rig) by the `devices` name
         self.clock = clock or SystemClock(config.service.clock_check)
         self.notifier = notifier or Notifier()
         self.clock_poll = 5.0  # seconds between clock checks while untrusted
@@ -92,7 +95,8 @@ class Gateway:
         self.readings_total += 1
 
     def _make_runner(self, options) -> SensorRunner:
-        driver = registry.load(options.driver)(options)
+        devices = self.devices.get(options.devices) or registry.devices(options.devices)
+        driver = registry.load(options.driver)(options, devices)
         self.pipelines[options.id] = Pipeline(options, self.config.location_of(options), driver=type(driver),
                                               latest=self.latest.get)
         runner = SensorRunner(driver, self.accept, self.buffer.set_sensor_state)

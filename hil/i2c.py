@@ -248,9 +248,10 @@ def bme280_calibration(t: tuple[int, int, int], p: tuple[int, ...], h: tuple[int
     return {0x88: bytes(regs), 0xA1: low, 0xE1: high}
 
 
-# The datasheet's worked example (T, P) and the derived humidity vector of shared/hw/vectors.json.
-EXAMPLE_CALIBRATION = bme280_calibration((27504, 26435, -1000), (36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000),
-                                         (75, 362, 0, 333, 0, 30))
+# The datasheet's worked example (T, P) and a derived humidity trimming set.
+EXAMPLE_TRIMMING = ((27504, 26435, -1000), (36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000),
+                    (75, 362, 0, 333, 0, 30))
+EXAMPLE_CALIBRATION = bme280_calibration(*EXAMPLE_TRIMMING)
 
 
 def _invert(f: Callable[[int], float], target: float, bits: int) -> int:
@@ -266,16 +267,43 @@ def _invert(f: Callable[[int], float], target: float, bits: int) -> int:
     return min((lo, hi), key=lambda a: abs(f(a) - target))
 
 
+# The chip's physics, as an oracle independent of the driver: the datasheet's compensation formulas in
+# double-precision floating point (BME280 datasheet, §8.1), where the driver uses the integer ones (§4.2.3).
+# Simulating with the driver's own code would let a shared mistake pass unseen.
+
+def _t_fine(adc_t: int, t: tuple) -> float:
+    t1, t2, t3 = t
+    var1 = (adc_t / 16384.0 - t1 / 1024.0) * t2
+    var2 = (adc_t / 131072.0 - t1 / 8192.0) ** 2 * t3
+    return var1 + var2
+
+
+def _pressure_pa(adc_p: int, t_fine: float, p: tuple) -> float:
+    p1, p2, p3, p4, p5, p6, p7, p8, p9 = p
+    var1 = t_fine / 2.0 - 64000.0
+    var2 = var1 * var1 * p6 / 32768.0 + var1 * p5 * 2.0
+    var2 = var2 / 4.0 + p4 * 65536.0
+    var1 = (p3 * var1 * var1 / 524288.0 + p2 * var1) / 524288.0
+    var1 = (1.0 + var1 / 32768.0) * p1
+    pa = (1048576.0 - adc_p - var2 / 4096.0) * 6250.0 / var1
+    return pa + (p9 * pa * pa / 2147483648.0 + pa * p8 / 32768.0 + p7) / 16.0
+
+
+def _humidity(adc_h: int, t_fine: float, h: tuple) -> float:
+    h1, h2, h3, h4, h5, h6 = h
+    v = t_fine - 76800.0
+    v = (adc_h - (h4 * 64.0 + h5 / 16384.0 * v)) * (h2 / 65536.0 * (1.0 + h6 / 67108864.0 * v * (1.0 + h3 / 67108864.0 * v)))
+    return min(max(v * (1.0 - h1 * v / 524288.0), 0.0), 100.0)
+
+
 def bme280_adc_for(temp_c: float, pressure_hpa: float, humidity: float,
-                   calibration: dict[int, bytes] = EXAMPLE_CALIBRATION) -> tuple[int, int, int]:
-    """The raw ADC values a chip with `calibration` would measure in this air."""
-    from drivers.bme280 import compensate_h, compensate_p, compensate_t, parse_calibration
-    low = calibration[0x88] + bytes(1) + calibration[0xA1]
-    cal = parse_calibration(low, calibration[0xE1])
-    adc_t = _invert(lambda a: compensate_t(a, cal)[0] / 100, temp_c, 20)
-    t_fine = compensate_t(adc_t, cal)[1]
-    adc_p = _invert(lambda a: compensate_p(a, t_fine, cal) / 25600, pressure_hpa, 20)
-    adc_h = _invert(lambda a: compensate_h(a, t_fine, cal) / 1024, humidity, 16)
+                   trimming: tuple = EXAMPLE_TRIMMING) -> tuple[int, int, int]:
+    """The raw ADC values a chip with these trimming parameters would measure in this air."""
+    t, p, h = trimming
+    adc_t = _invert(lambda a: _t_fine(a, t) / 5120.0, temp_c, 20)
+    t_fine = _t_fine(adc_t, t)
+    adc_p = _invert(lambda a: _pressure_pa(a, t_fine, p) / 100, pressure_hpa, 20)
+    adc_h = _invert(lambda a: _humidity(a, t_fine, h), humidity, 16)
     return adc_t, adc_p, adc_h
 
 

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    buses.install(config, args.time_scale, args.seed)
+    buses.SimDevices.time_scale, buses.SimDevices.seed = args.time_scale, args.seed  # for `devices: sim` sensors
     sims = start_serial_sims(config, args.time_scale, args.seed)
     stop = threading.Event()
     threading.Thread(target=transmit_forever, args=(sims, args.every, args.seed, stop), daemon=True).start()

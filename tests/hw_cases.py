@@ -1,7 +1,5 @@
-"""Driver testcases (drivers/<name>/testcases/<case>/): a case.yaml with the
-sensor's keys and the source of the vector, the captured device input, and
-expected.json (the readings as the pipeline leaves them, or the error the
-driver raises), with the vectors.json entries it holds. Also small helpers shared by the hardware driver tests."""
+"""Small helpers shared by the hardware driver tests: options, a driver run through the pipeline, a gateway run
+in this process on simulated devices. (The testcases run in test_driver_testcases.py.)"""
 
 from __future__ import annotations
 
@@ -11,32 +9,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drivers.base import Driver
+from gateway.sdk.driver import Driver
 from gateway.pipeline import Pipeline
-from gateway.reading import Reading
+from gateway.sdk.reading import Reading
 
 DRIVERS = Path(__file__).resolve().parent.parent / "drivers"
-
-
-def cases(driver: str) -> list:
-    """pytest params, one per testcase folder, named after the folder."""
-    folders = sorted(p for p in (DRIVERS / driver / "testcases").iterdir() if (p / "case.yaml").is_file())
-    assert folders, f"no testcases for {driver}"
-    return [pytest.param(p, id=p.name) for p in folders]
-
-
-def load(folder: Path) -> tuple[dict, object]:
-    meta = yaml.safe_load((folder / "case.yaml").read_text())
-    return meta, json.loads((folder / "expected.json").read_text())
 
 
 def options(driver: type[Driver], keys: dict, **base):
     return driver.Options.model_validate({"id": "case", "driver": driver.name or "x", "interval": "1s", **base, **keys})
 
 
-def run(driver_cls: type[Driver], opts, reads: int) -> list[Reading]:
-    """Open the driver, read `reads` times, pass every reading through the pipeline."""
-    driver = driver_cls(opts)
+def run(driver_cls: type[Driver], opts, reads: int, devices=None) -> list[Reading]:
+    """Open the driver (on `devices`, a simulated set), read `reads` times, pass every reading through the pipeline."""
+    driver = driver_cls(opts, devices)
     pipeline = Pipeline(opts, None, driver=driver_cls)
     driver.open()
     try:
@@ -58,17 +44,21 @@ def check(readings: list[Reading], expected: list[dict]) -> None:
         assert got.get("error") == e.get("error")
 
 
-def run_gateway(config: dict, console: Path, enough, timeout: float = 20.0, seen: list | None = None
-                ) -> tuple[int, list[dict]]:
-    """Run `gateway.service.Gateway` in this process (so a simulator can fill a
-    driver's seam) until `enough(readings on the console, gateway)`; stop it as
-    SIGTERM would; return its exit code and every reading written."""
+def run_gateway(config: dict, console: Path, enough, timeout: float = 20.0, seen: list | None = None,
+                devices=None) -> tuple[int, list[dict]]:
+    """Run `gateway.service.Gateway` in this process, its sensors on `devices`
+    (a simulated set handed to the daemon as `devices: sim`), until
+    `enough(readings on the console, gateway)`; stop it as SIGTERM would;
+    return its exit code and every reading written."""
     import asyncio
 
     from gateway.config import parse_config
     from gateway.service import Gateway
 
-    gateway = Gateway(parse_config(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), "e2e.yaml"))
+    for sensor in config["sensors"] if devices is not None else ():
+        sensor.setdefault("devices", "sim")
+    gateway = Gateway(parse_config(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), "e2e.yaml"),
+                      devices=None if devices is None else {"sim": devices})
     if seen is not None:
         seen.append(gateway)  # for a test that looks inside (runner intervals)
 

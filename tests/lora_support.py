@@ -38,11 +38,3 @@ def read_readings(driver, count: int, timeout: float = 5.0) -> list:
             raise AssertionError(f"got {len(out)} of {count} readings before the deadline: {out}")
         out.extend(driver.read(min(left, 0.5)))
     return out
-
-
-def as_expected(reading) -> dict:
-    doc = {"device": reading.device, "quality": reading.quality,
-           "values": {k: [v.value, v.unit] for k, v in reading.values.items()}}
-    if reading.error:
-        doc["error"] = reading.error
-    return doc

@@ -24,8 +24,8 @@ import itertools
 
 from pydantic import Field
 
-from drivers.base import DeviceError, Driver, SensorOptions
-from gateway.reading import Value
+from gateway.sdk.driver import DeviceError, Driver, SensorOptions
+from gateway.sdk.reading import Value
 
 
 class CounterOptions(SensorOptions):
@@ -52,6 +52,13 @@ class Unplugged(Driver):
     def open(self):
         raise DeviceError("no answer on /dev/ttyDEMO0")
 
+    def read(self, timeout):
+        raise DeviceError("never reached: open() fails")
+
+
+class NoRead(Driver):
+    summary = "forgot to implement read() (plugin demo)"
+
 
 class Flaky(Counter):
     summary = "answers once, then fails (plugin demo)"
@@ -68,6 +75,7 @@ ENTRY_POINTS = """\
 demo_counter = ceg_demo_plugin:Counter
 demo_unplugged = ceg_demo_plugin:Unplugged
 demo_flaky = ceg_demo_plugin:Flaky
+demo_noread = ceg_demo_plugin:NoRead
 demo_broken = ceg_demo_plugin_gone:Driver
 """
 

@@ -1,76 +1,12 @@
-"""ble_beacon decoding: every testcase in drivers/ble_beacon/testcases (the
-applicable vectors of shared/hw/vectors.json, copied there, plus regression
-cases) and the rules of the specifications around them."""
+"""ble_beacon decoding: the rules of the specifications around the testcases (those run in
+test_driver_testcases.py)."""
 
-import dataclasses
-import json
-from pathlib import Path
 
 import pytest
 
 from drivers.ble_beacon.advert import AdvertError, from_json, parse_ad
-from drivers.ble_beacon.aggregate import EDDYSTONE_1M_LOSS, Aggregator, log_distance, summary_values
 from drivers.ble_beacon.frames import (EDDYSTONE_UUID, EddystoneTLM, EddystoneUID, FrameError, IBeacon, Unsupported,
                                        decode, decode_eddystone, decode_ibeacon, decode_ruuvi)
-from gateway.pseudonym import pseudonym
-
-CASES = Path(__file__).resolve().parents[1] / "drivers" / "ble_beacon" / "testcases"
-
-
-def _cases(kind: str) -> list[Path]:
-    return sorted(d for d in CASES.iterdir() if (d / kind).exists())
-
-
-def _as_fields(frame) -> dict:
-    return {"type": type(frame).__name__, **dataclasses.asdict(frame)}
-
-
-def test_every_applicable_vector_is_a_testcase():
-    # vectors.json has 11 BLE vectors: iBeacon, Eddystone UID/URL/TLM, 4 Ruuvi, 3 distance.
-    docs = [json.loads((d / "expected.json").read_text()) for d in CASES.iterdir()]
-    inputs = {doc["vector"]["input"] for doc in docs if "vector" in doc}
-    assert len(inputs) == 11
-
-
-@pytest.mark.parametrize("case", _cases("ad.hex") + _cases("manufacturer_1177.hex"), ids=lambda p: p.name)
-def test_frame_vector(case: Path):
-    expected = json.loads((case / "expected.json").read_text())
-    if (case / "ad.hex").exists():
-        manufacturer, service = parse_ad(bytes.fromhex((case / "ad.hex").read_text().strip()))
-    else:
-        manufacturer, service = {0x0499: bytes.fromhex((case / "manufacturer_1177.hex").read_text().strip())}, {}
-    frames, errors = decode(manufacturer, service)
-    assert errors == []
-    got = [_as_fields(f) for f in frames]
-    assert got == expected["frames"]
-    if "raw_id" in expected:
-        assert frames[0].raw_id == expected["raw_id"]
-
-
-@pytest.mark.parametrize("case", _cases("distance.json"), ids=lambda p: p.name)
-def test_distance_vector(case: Path):
-    given = json.loads((case / "distance.json").read_text())
-    expected = json.loads((case / "expected.json").read_text())
-    reference = given.get("reference_1m")
-    if reference is None:
-        reference = given["eddystone_0m"] - EDDYSTONE_1M_LOSS
-        assert reference == expected["reference_1m"]
-    assert log_distance(reference, given["rssi"], given["exponent"]) == pytest.approx(expected["distance_m"], abs=5e-4)
-
-
-@pytest.mark.parametrize("case", _cases("adverts.jsonl"), ids=lambda p: p.name)
-def test_interval_case(case: Path):
-    options = json.loads((case / "options.json").read_text())
-    expected = json.loads((case / "expected.json").read_text())
-    adverts = [from_json(line) for line in (case / "adverts.jsonl").read_text().splitlines() if line.strip()]
-    aggregator = Aggregator()
-    got = [{"raw_id": b.raw_id, "device": pseudonym(options["salt"].encode(), b.raw_id),
-            "values": {k: v.as_json() for k, v in summary_values(b, options["tx_power"],
-                                                                 options["path_loss_exponent"]).items()}}
-           for b in aggregator.window(adverts)]
-    assert got == expected["readings"]
-    assert dict(aggregator.counts) == expected["counts"]
-
 
 def test_tlm_uptime_follows_the_spec_not_beacontools():
     tlm = decode_eddystone(bytes.fromhex("20000b1813000000146700002ac4"))

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from drivers.base import DeviceError
+from gateway.sdk.driver import DeviceError
 from drivers.ble_beacon import BleBeacon, BleBeaconOptions
 from drivers.ble_beacon.advert import Advertisement
 from drivers.ble_beacon.aggregate import Aggregator, summary_values
 from drivers.ble_beacon.scanners import BleakAdvertScanner, ReplayScanner
 from drivers.ble_beacon.scan import format_nearby, nearby, record
-from gateway.pseudonym import pseudonym
+from gateway.sdk.pseudonym import pseudonym
 
 SAMPLE = Path(__file__).resolve().parents[1] / "hil" / "ble" / "sample.jsonl"
 SALT = "a-test-salt-of-32-bytes-00000000"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from drivers.ble_beacon.advert import from_json
 from drivers.ble_beacon.aggregate import Aggregator
-from gateway.pseudonym import pseudonym
+from gateway.sdk.pseudonym import pseudonym
 from tests.helpers import GatewayProcess, wait_for
 
 SAMPLE = Path(__file__).resolve().parents[1] / "hil" / "ble" / "sample.jsonl"

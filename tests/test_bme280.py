@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import drivers.bme280 as bme280_module
 from drivers.bme280 import (Bme280, Bme280Error, compensate_h, compensate_p, compensate_t, decode, parse_adc,
                             parse_calibration)
+from hil.buses import FixedDevices
 from hil.i2c import EXAMPLE_CALIBRATION, Bme280Device, SimBus, bme280_in_air
 from tests import hw_cases
 
@@ -18,17 +18,15 @@ HIGH = EXAMPLE_CALIBRATION[0xE1]
 
 
 @pytest.fixture
-def bus(monkeypatch):
-    bus = SimBus()
-    monkeypatch.setattr(Bme280, "smbus_factory", bus.factory)
-    return bus
+def bus():
+    return SimBus()
 
 
 def opts(**keys):
     return hw_cases.options(Bme280, keys)
 
 
-# --- the vectors of shared/hw/vectors.json ---------------------------------------------------------
+# --- the published vectors (tests/data/hw-vectors.json) ---------------------------------------------
 
 def test_temperature_vector():
     cal = parse_calibration(LOW, HIGH)
@@ -65,36 +63,11 @@ def test_h4_h5_are_12_bit_signed(e4, e5, e6, h4, h5):
     assert (cal.H4, cal.H5) == (h4, h5)
 
 
-@pytest.mark.parametrize("folder", hw_cases.cases("bme280"))
-def test_testcase(folder, bus):
-    meta, expected = hw_cases.load(folder)
-    regs, chip, data = {}, 0x60, b""
-    for line in (folder / "registers.txt").read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        addr, hexbytes = line.split(":")
-        addr, raw = int(addr, 16), bytes.fromhex(hexbytes)
-        if addr == 0xD0:
-            chip = raw[0]
-        elif addr == 0xF7:
-            data = raw
-        else:
-            regs[addr] = raw
-    bus.devices[0x76] = Bme280Device(regs, adc=lambda: parse_adc(data), chip_id=chip)
-    o = opts(**meta["options"])
-    if "raises" in expected:
-        with pytest.raises(getattr(bme280_module, expected["raises"]), match=expected["match"]):
-            hw_cases.run(Bme280, o, 1)
-        assert bus.closed  # a refused chip leaves the bus closed
-    else:
-        hw_cases.check(hw_cases.run(Bme280, o, len(expected["readings"])), expected["readings"])
-
-
 # --- driver behaviour ------------------------------------------------------------------------------
 
 def test_forced_mode_one_measurement_per_read_then_sleep(bus):
     chip = bus.devices[0x76] = bme280_in_air(lambda: (-3.2, 1013.25, 85.0))
-    driver = Bme280(opts())
+    driver = Bme280(opts(), FixedDevices(bus))
     driver.open()
     try:
         readings = [driver.read(1)[0] for _ in range(3)]
@@ -114,7 +87,7 @@ def test_forced_mode_one_measurement_per_read_then_sleep(bus):
 
 def test_driver_waits_while_the_chip_is_measuring(bus):
     chip = bus.devices[0x76] = bme280_in_air(lambda: (10.0, 1000.0, 50.0), measure_time=0.03)
-    driver = Bme280(opts())
+    driver = Bme280(opts(), FixedDevices(bus))
     driver.open()
     try:
         assert driver.read(1)[0].value("air_temperature") == pytest.approx(10.0, abs=0.01)
@@ -125,18 +98,18 @@ def test_driver_waits_while_the_chip_is_measuring(bus):
 
 def test_address_0x77_and_hex_text(bus):
     bus.devices[0x77] = bme280_in_air(lambda: (20.0, 1000.0, 40.0))
-    (r,) = hw_cases.run(Bme280, opts(address="0x77"), 1)
+    (r,) = hw_cases.run(Bme280, opts(address="0x77"), 1, FixedDevices(bus))
     assert r.value("air_temperature") == pytest.approx(20.0, abs=0.01)
 
 
 def test_no_chip_at_the_address_is_a_clear_device_error(bus):
     with pytest.raises(Bme280Error, match=r"BME280 at 0x76 on I2C bus 1: .*Remote I/O error"):
-        Bme280(opts()).open()
+        Bme280(opts(), FixedDevices(bus)).open()
 
 
 def test_bus_error_while_reading_is_a_device_error(bus):
     bus.devices[0x76] = bme280_in_air(lambda: (20.0, 1000.0, 40.0))
-    driver = Bme280(opts())
+    driver = Bme280(opts(), FixedDevices(bus))
     driver.open()
     del bus.devices[0x76]  # the sensor cable came off
     with pytest.raises(Bme280Error, match="Remote I/O"):
@@ -177,20 +150,45 @@ def test_fuzz_whole_register_map(regs, chip):
     bus = SimBus()
     device = Bme280Device({0: regs}, adc=lambda: parse_adc(regs[0xF7:0xFF]), chip_id=chip, measure_time=0.0)
     bus.devices[0x76] = device
-    saved, Bme280.smbus_factory = Bme280.smbus_factory, bus.factory
+    driver = Bme280(opts(), FixedDevices(bus))
     try:
-        driver = Bme280(opts())
-        try:
-            driver.open()
-            driver.read(1)
-        except Bme280Error:
-            pass
-        finally:
-            driver.close()
+        driver.open()
+        driver.read(1)
+    except Bme280Error:
+        pass
     finally:
-        Bme280.smbus_factory = saved
+        driver.close()
 
 
-def test_smbus_factory_default_is_smbus2():
-    from smbus2 import SMBus
-    assert Bme280.smbus_factory is SMBus
+def test_the_default_device_set_is_the_real_bus(monkeypatch):
+    import smbus2
+    opened = []
+    monkeypatch.setattr(smbus2, "SMBus", lambda number: opened.append(number) or SimBus().factory(number))
+    driver = Bme280(opts(bus=3))
+    assert driver.devices.name == "hardware"
+    with pytest.raises(Bme280Error):
+        driver.open()  # nothing answers on the stand-in bus
+    assert opened == [3]
+
+
+@pytest.mark.parametrize("air", [(-30.0, 980.0, 95.0), (-3.2, 1013.25, 85.0), (0.0, 1005.0, 50.0),
+                                 (24.5, 1020.0, 35.0), (40.0, 950.0, 10.0)])
+def test_driver_agrees_with_the_simulators_independent_oracle(bus, air):
+    """The simulated chip derives its ADC values from the datasheet's floating-point formulas; the driver
+    decodes them with the integer ones. Both sides share nothing but the datasheet."""
+    bus.devices[0x76] = bme280_in_air(lambda: air)
+    (r,) = hw_cases.run(Bme280, opts(), 1, FixedDevices(bus))
+    assert r.value("air_temperature") == pytest.approx(air[0], abs=0.01)
+    assert r.value("air_pressure") == pytest.approx(air[1], abs=0.01)
+    assert r.value("relative_humidity") == pytest.approx(air[2], abs=0.05)
+
+
+def test_the_simulator_does_not_reuse_the_drivers_code():
+    import ast
+    import inspect
+
+    import hil.i2c
+    tree = ast.parse(inspect.getsource(hil.i2c))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and m.startswith("drivers") for m in imported), imported

@@ -7,7 +7,7 @@ import time
 
 from gateway.buffer import Buffer, dead_letters, retry_dead_letters, stats, unpack
 from gateway.ids import IdGenerator
-from gateway.reading import Reading, Value
+from gateway.sdk.reading import Reading, Value
 from tests.helpers import GatewayProcess, buffer_stats, gateway_cli, sim_config, wait_for, write_config
 
 

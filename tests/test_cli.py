@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway import cli
-from gateway.reading import parse_time
+from gateway.sdk.reading import parse_time
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = Path(sys.executable).with_name("gateway")

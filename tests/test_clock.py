@@ -11,7 +11,7 @@ import time
 from tests.daemon_helpers import base_config, console_lines
 from gateway.clock import ManualClock, SystemClock, corrected, kernel_synced
 from gateway.config import parse_config
-from gateway.reading import Reading, Value, parse_time
+from gateway.sdk.reading import Reading, Value, parse_time
 from gateway.service import Gateway
 
 import yaml

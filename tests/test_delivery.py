@@ -10,7 +10,7 @@ import pytest
 
 from gateway.buffer import Buffer
 from gateway.delivery import Delivery
-from gateway.reading import Reading, Value
+from gateway.sdk.reading import Reading, Value
 from gateway.uplinks.base import TransientError, Transport
 
 

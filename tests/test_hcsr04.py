@@ -9,9 +9,9 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from hypothesis import given, settings, strategies as st
 
-from drivers.bme280 import Bme280
 from drivers.hcsr04 import Hcsr04, Hcsr04Error, classify, echo_to_distance
 from hil import gpio
+from hil.buses import FixedDevices
 from hil.i2c import SimBus, bme280_in_air
 from hil.models import Snowpack
 from tests import hw_cases
@@ -20,9 +20,8 @@ TRIG, ECHO = 23, 24
 
 
 @pytest.fixture
-def factory(monkeypatch):
+def factory():
     f = MockFactory()
-    monkeypatch.setattr(Hcsr04, "pin_factory", f)
     yield f
     f.reset()
 
@@ -35,16 +34,9 @@ def echoes(text: str) -> list:
     return [line if not line[0].isdigit() else float(line) for line in text.split()]
 
 
-@pytest.mark.parametrize("folder", hw_cases.cases("hcsr04"))
-def test_testcase(folder, factory):
-    meta, expected = hw_cases.load(folder)
-    gpio.hcsr04(factory, TRIG, ECHO, gpio.scripted(echoes((folder / "echo_us.txt").read_text())))
-    hw_cases.check(hw_cases.run(Hcsr04, opts(**meta["options"]), len(expected["readings"])), expected["readings"])
-
-
 def test_trigger_pulse_is_at_least_10us_and_pings_are_60ms_apart(factory):
     trig = gpio.hcsr04(factory, TRIG, ECHO, gpio.scripted([5800]))
-    (r,) = hw_cases.run(Hcsr04, opts(samples=3), 1)
+    (r,) = hw_cases.run(Hcsr04, opts(samples=3), 1, FixedDevices(pins=factory))
     assert trig.pings == 3 and trig.ignored == 0
     t, rises, widths = 0.0, [], []
     for s in trig.states[1:]:  # (time since the previous change, new state)
@@ -61,13 +53,13 @@ def test_trigger_pulse_is_at_least_10us_and_pings_are_60ms_apart(factory):
 def test_silent_module_is_a_device_error(factory):
     gpio.hcsr04(factory, TRIG, ECHO, gpio.scripted(["silent"]))
     with pytest.raises(Hcsr04Error, match=r"TRIG 23 / ECHO 24: no echo pulse to 2 triggers"):
-        hw_cases.run(Hcsr04, opts(samples=2), 1)
+        hw_cases.run(Hcsr04, opts(samples=2), 1, FixedDevices(pins=factory))
 
 
 def test_pins_are_released_on_close_and_reopen_works(factory):
     gpio.hcsr04(factory, TRIG, ECHO, gpio.scripted([5800]))
-    hw_cases.run(Hcsr04, opts(samples=1), 1)
-    (r,) = hw_cases.run(Hcsr04, opts(samples=1), 1)  # would fail with GPIOPinInUse if not released
+    hw_cases.run(Hcsr04, opts(samples=1), 1, FixedDevices(pins=factory))
+    (r,) = hw_cases.run(Hcsr04, opts(samples=1), 1, FixedDevices(pins=factory))  # would fail with GPIOPinInUse if not released
     assert r.value("distance") == 1.0
 
 
@@ -80,9 +72,9 @@ def test_model_driven_echo_matches_the_physics(factory):
     # 1.5 m at -10 °C: the module measures the true round trip; the datasheet's rule reads it long,
     # and the pipeline's correction with the same temperature gives the true distance back.
     gpio.hcsr04(factory, TRIG, ECHO, gpio.from_model(lambda: 1.5, lambda: -10.0))
-    (raw,) = hw_cases.run(Hcsr04, opts(samples=1), 1)
+    (raw,) = hw_cases.run(Hcsr04, opts(samples=1), 1, FixedDevices(pins=factory))
     assert raw.value("distance") == pytest.approx(1.5 * 344.83 / 325.18, abs=0.001)
-    (fixed,) = hw_cases.run(Hcsr04, opts(samples=1, air_temperature=-10.0), 1)
+    (fixed,) = hw_cases.run(Hcsr04, opts(samples=1, air_temperature=-10.0), 1, FixedDevices(pins=factory))
     assert fixed.value("distance") == pytest.approx(1.5, abs=0.0002)
 
 
@@ -108,24 +100,20 @@ def test_fuzz_echo_classification(seconds):
 def test_fuzz_driver_with_random_echoes(script):
     f = MockFactory()
     gpio.hcsr04(f, TRIG, ECHO, gpio.scripted(script))
-    saved, Hcsr04.pin_factory = Hcsr04.pin_factory, f
     try:
-        (r,) = hw_cases.run(Hcsr04, opts(samples=len(script)), 1)
+        (r,) = hw_cases.run(Hcsr04, opts(samples=len(script)), 1, FixedDevices(pins=f))
     except Hcsr04Error:
         return
-    finally:
-        Hcsr04.pin_factory = saved
     assert r.quality in ("ok", "error")
     assert r.error in (None, "no_target")
 
 
-def test_end_to_end_snow_depth_corrected_by_a_bme280(factory, monkeypatch, tmp_path):
+def test_end_to_end_snow_depth_corrected_by_a_bme280(factory, tmp_path):
     snow = Snowpack(seed=4, start_depth=0.6)
     depth, air = snow.step(0.0)
     mount = 2.0
     gpio.hcsr04(factory, TRIG, ECHO, gpio.from_model(lambda: mount - depth, lambda: air))
     bus = SimBus({0x76: bme280_in_air(lambda: (air, 1008.0, 90.0))})
-    monkeypatch.setattr(Bme280, "smbus_factory", bus.factory)
     config = hw_cases.e2e_config(tmp_path, [
         {"id": "env-1", "driver": "bme280", "interval": "100ms"},
         {"id": "snow-gpio", "driver": "hcsr04", "interval": "400ms", "trigger_pin": TRIG, "echo_pin": ECHO,
@@ -136,7 +124,8 @@ def test_end_to_end_snow_depth_corrected_by_a_bme280(factory, monkeypatch, tmp_p
     def enough(readings, gateway):
         return sum(1 for r in readings if r["sensor"] == "snow-gpio" and "air_temperature" in r["values"]) >= 2
 
-    rc, readings = hw_cases.run_gateway(config, tmp_path / "console.jsonl", enough)
+    rc, readings = hw_cases.run_gateway(config, tmp_path / "console.jsonl", enough,
+                                        devices=FixedDevices(bus, pins=factory))
     assert rc == 0
     env = [r for r in readings if r["sensor"] == "env-1"]
     snowy = [r for r in readings if r["sensor"] == "snow-gpio" and "air_temperature" in r["values"]]

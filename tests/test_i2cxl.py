@@ -8,52 +8,43 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from drivers.i2cxl import I2cxl, I2cxlError, classify, parse_range
+from hil.buses import FixedDevices
 from hil.i2c import I2cxlDevice, SimBus
 from hil.models import Hydrograph
-from gateway.reading import parse_time
+from gateway.sdk.reading import parse_time
 from tests import hw_cases
 
 
 @pytest.fixture
-def bus(monkeypatch):
-    bus = SimBus()
-    monkeypatch.setattr(I2cxl, "smbus_factory", bus.factory)
-    return bus
+def bus():
+    return SimBus()
 
 
 def opts(**keys):
     return hw_cases.options(I2cxl, keys)
 
 
-@pytest.mark.parametrize("folder", hw_cases.cases("i2cxl"))
-def test_testcase(folder, bus):
-    meta, expected = hw_cases.load(folder)
-    answers = [bytes.fromhex(line) for line in (folder / "reads.hex").read_text().splitlines() if line.strip()]
-    bus.devices[0x70] = I2cxlDevice(answers=answers)
-    hw_cases.check(hw_cases.run(I2cxl, opts(**meta["options"]), len(expected["readings"])), expected["readings"])
-
-
 def test_wire_sequence_is_range_command_then_two_byte_read(bus):
     sensor = bus.devices[0x70] = I2cxlDevice(distance=lambda: 1.234)
-    (r,) = hw_cases.run(I2cxl, opts(samples=2), 1)
+    (r,) = hw_cases.run(I2cxl, opts(samples=2), 1, FixedDevices(bus))
     assert sensor.commands == [b"\x51", b"\x51"]  # one range command per sample, nothing else written
     assert r.value("distance") == 1.23 and r.quality == "ok"
 
 
 def test_slow_sensor_that_nacks_past_100ms_is_waited_for(bus):
     bus.devices[0x70] = I2cxlDevice(distance=lambda: 2.0, ranging_time=0.15)
-    (r,) = hw_cases.run(I2cxl, opts(), 1)
+    (r,) = hw_cases.run(I2cxl, opts(), 1, FixedDevices(bus))
     assert r.value("distance") == 2.0
 
 
 def test_target_nearer_than_the_minimum_reads_the_minimum(bus):
     bus.devices[0x70] = I2cxlDevice(distance=lambda: 0.05)
-    (r,) = hw_cases.run(I2cxl, opts(), 1)
+    (r,) = hw_cases.run(I2cxl, opts(), 1, FixedDevices(bus))
     assert r.value("distance") == 0.2
 
 
 def test_absent_sensor_is_a_device_error_naming_the_address(bus):
-    driver = I2cxl(opts(address="0x71"))
+    driver = I2cxl(opts(address="0x71"), FixedDevices(bus))
     driver.open()
     with pytest.raises(I2cxlError, match=r"I2CXL at 0x71 on I2C bus 1: no answer .*Remote I/O error"):
         driver.read(1)
@@ -63,7 +54,7 @@ def test_absent_sensor_is_a_device_error_naming_the_address(bus):
 def test_pipeline_derives_water_level_from_the_hydrograph(bus):
     river = Hydrograph(seed=3, noise=0.0)
     bus.devices[0x70] = I2cxlDevice(distance=lambda: 5.0 - river.level(0))
-    (r,) = hw_cases.run(I2cxl, opts(mount_height=5.0, kind="river_level"), 1)
+    (r,) = hw_cases.run(I2cxl, opts(mount_height=5.0, kind="river_level"), 1, FixedDevices(bus))
     assert r.value("water_level") == pytest.approx(river.level(0), abs=0.006)  # 1 cm resolution
 
 
@@ -88,15 +79,14 @@ def test_fuzz_parse_range(data):
 @given(st.lists(st.binary(min_size=2, max_size=2), min_size=1, max_size=3))
 def test_fuzz_driver_with_random_answers(answers):
     bus = SimBus({0x70: I2cxlDevice(answers=answers, ranging_time=0.0)})
-    saved, I2cxl.smbus_factory = I2cxl.smbus_factory, bus.factory
     import drivers.i2cxl as module
     saved_time, module.RANGING_TIME = module.RANGING_TIME, 0.0  # no 100 ms waits in a fuzz loop
     try:
-        readings = hw_cases.run(I2cxl, opts(samples=len(answers), mount_height=8.0), 1)
+        readings = hw_cases.run(I2cxl, opts(samples=len(answers), mount_height=8.0), 1, FixedDevices(bus))
     except I2cxlError:
         return
     finally:
-        I2cxl.smbus_factory, module.RANGING_TIME = saved, saved_time
+        module.RANGING_TIME = saved_time
     (r,) = readings
     assert r.quality in ("ok", "error")
     assert (r.quality == "error") == ("distance" not in r.values)
@@ -118,7 +108,7 @@ def test_end_to_end_through_the_gateway_with_fast_interval_in_alert(bus, tmp_pat
         in_alert = [r for r in readings if r["values"].get("alert_level", {}).get("value") == "caution"]
         return len(in_alert) >= 4
 
-    rc, readings = hw_cases.run_gateway(config, tmp_path / "console.jsonl", enough)
+    rc, readings = hw_cases.run_gateway(config, tmp_path / "console.jsonl", enough, devices=FixedDevices(bus))
     assert rc == 0
     first, last = readings[0], readings[-1]
     assert first["sensor"] == "river-i2c" and first["kind"] == "river_level" and first["quality"] == "ok"

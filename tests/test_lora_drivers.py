@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from drivers.base import DeviceError
+from gateway.sdk.driver import DeviceError
 from hil.lora_modems import LppNode, lpp_temperature_humidity
 from hil.pty_device import PtyDevice
 from tests.lora_support import DRIVERS, make_driver, read_readings, wait_for

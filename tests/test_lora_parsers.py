@@ -22,7 +22,7 @@ from drivers.lora_rn2483 import parse_line as rn_line
 
 # --- Cayenne LPP -------------------------------------------------------------------------------
 
-LPP_VECTORS = [  # shared/hw/vectors.json, Cayenne LPP (verbatim)
+LPP_VECTORS = [  # tests/data/hw-vectors.json, Cayenne LPP (verbatim)
     ("03 67 01 10 05 67 00 FF", [(3, "temperature", "", 27.2), (5, "temperature", "", 25.5)]),
     ("01 67 FF D7", [(1, "temperature", "", -4.1)]),
     ("06 71 04 D2 FB 2E 00 00", [(6, "accelerometer", "x", 1.234), (6, "accelerometer", "y", -1.234),

@@ -21,7 +21,7 @@ from gateway.buffer import Buffer
 from gateway.buffer import stats as buffer_stats
 from gateway.config import NgsiLdUplinkConfig
 from gateway.delivery import Delivery
-from gateway.reading import Reading, Value
+from gateway.sdk.reading import Reading, Value
 from gateway.uplinks.ngsi_ld import NgsiLdTransport, retry_after
 from tests.helpers import GatewayProcess, wait_for, write_config
 from tests.ngsi_broker import CORE_V18, NgsiBroker, check_entity

@@ -9,10 +9,10 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from drivers.base import DistanceOptions, Driver
+from gateway.sdk.driver import DistanceOptions, Driver
 from gateway.config import ConfigError, parse_config
 from gateway.pipeline import Pipeline, alert_stage, corrected_distance, removal_stage, speed_of_sound
-from gateway.reading import Reading, Value
+from gateway.sdk.reading import Reading, Value
 
 LEVELS = {"standby": 1.5, "caution": 2.0, "evacuation": 2.5, "danger": 3.0}
 
@@ -75,7 +75,7 @@ def test_alert_stages_with_hysteresis(levels, expected):
     (1.2, "caution", 0.5, "standby"),   # 1.2 < 2.0-0.5 leaves caution, but not < 1.5-0.5: stays standby
 ])
 def test_alert_stage_function(level, previous, hysteresis, expected):
-    from drivers.base import AlertLevels
+    from gateway.sdk.driver import AlertLevels
     assert alert_stage(level, previous, AlertLevels(**LEVELS), hysteresis) == expected
 
 

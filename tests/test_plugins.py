@@ -102,3 +102,12 @@ def test_probe_stops_at_the_first_device_error_with_exit_1(plugin, tmp_path):
     assert result.returncode == 1
     assert len(result.stdout.splitlines()) == 1  # the one good reading, then the error
     assert "sensor flaky-1 (demo_flaky): DeviceError: checksum mismatch in frame" in result.stderr
+
+
+def test_a_plugin_without_read_is_refused_at_load_with_its_name(plugin, tmp_path):
+    file = config(tmp_path, "  - id: noread-1\n    driver: demo_noread\n    interval: 1s\n")
+    result = gateway("check", "-c", str(file))
+    assert result.returncode == 2
+    line = result.stderr.splitlines()[0]
+    assert line.startswith(f"{file}:5: sensors[0].driver: ")
+    assert "demo_noread" in line and "does not implement read()" in line

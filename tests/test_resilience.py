@@ -25,7 +25,7 @@ FULL_DISK = textwrap.dedent('''
     import logging, os, resource, signal, sqlite3, sys
     from pathlib import Path
     from gateway.buffer import Buffer
-    from gateway.reading import Reading, Value
+    from gateway.sdk.reading import Reading, Value
     logging.basicConfig(level=logging.INFO)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
     path = Path(sys.argv[1])

@@ -5,8 +5,8 @@ import asyncio
 import threading
 import time
 
-from drivers.base import DeviceError, Driver, SensorOptions
-from gateway.reading import Value
+from gateway.sdk.driver import DeviceError, Driver, SensorOptions
+from gateway.sdk.reading import Value
 from gateway.scheduler import SensorRunner
 
 

@@ -4,7 +4,6 @@ pseudo-terminal simulator (faults, error codes, unplug and replug)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -13,59 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers import a02yyuw, maxbotix, sr50a
-from drivers.base import DeviceError
+from gateway.sdk.driver import DeviceError
 from hil.distance_devices import A02yyuwDevice, MaxbotixDevice, Scene, Sr50aDevice, sr50a_packet
 from hil.models import speed_of_sound
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVERS = {"maxbotix": maxbotix.Maxbotix, "a02yyuw": a02yyuw.A02yyuw, "sr50a": sr50a.Sr50a}
-# shared/ stands beside the checkout (CI and the developers' machines); the testcases were made from it.
-SHARED_VECTORS = next((p for p in (Path(__file__).resolve().parents[2] / "shared/hw/vectors.json",
-                                   Path("/work/shared/hw/vectors.json")) if p.exists()), Path("/nonexistent"))
-
-
 def make(name: str, port: str = "/dev/null", **options):
     cls = DRIVERS[name]
     return cls(cls.Options(id=f"t-{name}", driver=name, interval="1s", port=port, **options))
-
-
-# --- testcases ---------------------------------------------------------------------------------------
-
-CASES = [(name, case) for name in DRIVERS for case in sorted((ROOT / "drivers" / name / "testcases").iterdir())]
-
-
-@pytest.mark.parametrize("name,case", CASES, ids=[f"{n}/{c.name}" for n, c in CASES])
-def test_testcase(name, case):
-    expected = json.loads((case / "expected.json").read_text())
-    driver = make(name, **expected.get("options", {}))
-    samples = driver.feed((case / "input.bin").read_bytes())
-    assert driver.bad_frames == expected["bad_frames"]
-    if expected["reading"] is None:
-        assert samples == []
-        return
-    got = driver.to_reading(samples).as_json()
-    want = expected["reading"]
-    assert got["quality"] == want["quality"]
-    assert got.get("error") == want.get("error")
-    assert set(got["values"]) == set(want["values"])
-    for key, value in want["values"].items():
-        assert got["values"][key]["value"] == pytest.approx(value["value"], abs=1e-9), key
-        assert got["values"][key].get("unit") == value.get("unit")
-
-
-def test_every_applicable_vector_is_a_testcase():
-    """Each vector of our devices in shared/hw/vectors.json is copied into a testcase."""
-    if not SHARED_VECTORS.exists():
-        pytest.skip("shared/hw/vectors.json is not on this machine; the copied testcases still run")
-    vectors = json.loads(SHARED_VECTORS.read_text())
-    ours = ("MaxBotix HRXL", "MaxBotix HRUSB", "DFRobot", "JSN-SR04T (v2/v3) UART", "Campbell")
-    skip = ("temperature correction", "snow depth = distance-to-ground")  # the pipeline's vectors, not a driver's
-    wanted = [v for v in vectors if v["sensor"].startswith(ours) and not v["format"].startswith(skip)]
-    copied = [json.loads(p.read_text()).get("vector") for p in ROOT.glob("drivers/*/testcases/*/expected.json")]
-    for v in wanted:
-        assert {k: v[k] for k in ("sensor", "source", "provenance")} in copied, v["input_hex_or_line"]
-    assert len(wanted) >= 14
 
 
 def test_sr50a_median_vector_is_the_snow_depth_of_the_manual():
@@ -324,7 +280,8 @@ def test_a02yyuw_trigger_mode_sends_0x55_per_frame(sim, opened):
     driver = opened("a02yyuw", dev.link, samples=4, trigger=True)
     [r] = driver.read(5.0)
     assert r.quality == "ok" and r.value("distance") == pytest.approx(0.75)
-    assert len(dev.received) >= 4 and dev.frames_sent >= 4
+    # The simulator counts a frame after writing it, so the driver may have read the 4th before it is counted.
+    wait_for(lambda: len(dev.received) >= 4 and dev.frames_sent >= 4, timeout=10, what="4 triggers and 4 frames")
 
 
 def test_a02yyuw_triggered_module_is_silent_without_trigger(sim, opened):

@@ -76,8 +76,8 @@ class A02yyuw(SerialDistanceDriver):
     temperature_compensated = False
     assumed_sound_speed = 340.0
 
-    def __init__(self, options: A02yyuwOptions):
-        super().__init__(options)
+    def __init__(self, options: A02yyuwOptions, devices=None):
+        super().__init__(options, devices)
         self._next_trigger = 0.0
 
     def poll(self) -> None:

@@ -5,7 +5,7 @@ returns one reading per beacon: median RSSI, count, the 1 m reference power,
 a log-distance estimate and what the last frames measured.
 
 Beacon identities never leave the gateway: `device` is a keyed pseudonym
-(gateway.pseudonym) unless `publish_raw_ids: true`. See README.md."""
+(gateway.sdk.pseudonym) unless `publish_raw_ids: true`. See README.md."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from drivers.base import DeviceError, Driver, SensorOptions
+from gateway.sdk.driver import DeviceError, Driver, SensorOptions
 from drivers.ble_beacon.advert import Advertisement
 from drivers.ble_beacon.aggregate import Aggregator, canonical_id, summary_values
 from drivers.ble_beacon.scanners import REPLAY_PREFIX, Scanner, open_scanner
-from gateway.fields import ReadableFile, Strict
-from gateway.pseudonym import pseudonym
-from gateway.reading import Reading, Value
+from gateway.sdk.fields import ReadableFile, Strict
+from gateway.sdk.pseudonym import pseudonym
+from gateway.sdk.reading import Reading, Value
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ class BleBeacon(Driver):
     kind = "beacon"
     options: BleBeaconOptions
 
-    def __init__(self, options: BleBeaconOptions):
-        super().__init__(options)
+    def __init__(self, options: BleBeaconOptions, devices=None):
+        super().__init__(options, devices)
         self.aggregator = Aggregator(frozenset(options.allow) if options.allow is not None else None,
                                      with_url=options.publish_raw_ids)
         self.scanner: Scanner | None = None

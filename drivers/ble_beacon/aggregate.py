@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from drivers.ble_beacon.advert import Advertisement, normalise_mac
 from drivers.ble_beacon.frames import EddystoneTLM, EddystoneUID, EddystoneURL, Frame, IBeacon, RuuviV5, decode
-from gateway.reading import Value
+from gateway.sdk.reading import Value
 
 G = 9.80665  # m/s² per g
 EDDYSTONE_1M_LOSS = 41  # dB between Eddystone's 0 m power and the RSSI at 1 m (eddystone-uid/README.md)

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from drivers.base import DeviceError
+from gateway.sdk.driver import DeviceError
 from drivers.ble_beacon.advert import Advertisement
 from drivers.ble_beacon.aggregate import Aggregator, summary_values
 from drivers.ble_beacon.scanners import open_scanner
-from gateway.pseudonym import pseudonym
-from gateway.reading import Value
+from gateway.sdk.pseudonym import pseudonym
+from gateway.sdk.reading import Value
 
 
 def _listen(adapter: str, duration: float, on_advert) -> None:

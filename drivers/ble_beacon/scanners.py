@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from drivers.ble_beacon.advert import AdvertError, Advertisement, from_json
-from drivers.base import DeviceError
+from gateway.sdk.driver import DeviceError
 
 log = logging.getLogger(__name__)
 

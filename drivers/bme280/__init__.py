@@ -3,7 +3,7 @@ read in forced mode (one measurement per read; the die does not self-heat as
 in normal mode). The compensation is the datasheet's integer code (BST-BME280-
 DS002 §4.2.3, §8.2), with C's int32/int64 division (truncation) kept.
 
-The bus comes through `smbus_factory(bus_number)`, so a simulated register map
+The bus comes through `self.devices.i2c_bus(options)` (gateway/sdk/devices.py), so a simulated register map
 (hil/i2c.py) stands in for the chip in tests."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 from pydantic import Field, field_validator
 
-from drivers.base import DeviceError, SensorOptions
-from drivers.i2c_device import I2cDriver
-from gateway.fields import parse_i2c_address
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import DeviceError, SensorOptions
+from gateway.sdk.i2c_device import I2cDriver
+from gateway.sdk.fields import parse_i2c_address
+from gateway.sdk.reading import Reading, Value
 
 CHIP_ID = 0xD0
 RESET = 0xE0
@@ -173,14 +173,14 @@ class Bme280(I2cDriver):
     kind = "environment"
     chip = "BME280"
 
-    def __init__(self, options: Bme280Options):
-        super().__init__(options)
+    def __init__(self, options: Bme280Options, devices=None):
+        super().__init__(options, devices)
         self.calibration: Calibration | None = None
 
     def open(self) -> None:
         o = self.options
         try:
-            self.bus = type(self).smbus_factory(o.bus)
+            self.bus = self._open_bus()
             chip = self.bus.read_byte_data(o.address, CHIP_ID)
             if chip in BMP280_IDS:
                 raise Bme280Error(f"{self._where()}: chip id 0x{chip:02x} is a BMP280 (no humidity); a BME280 reads 0x60")

@@ -14,7 +14,7 @@ their median is reported.
   with the datasheet's rule (58 µs per cm, i.e. 344.8 m/s) and the pipeline
   rescales it when `air_temperature` or `temperature_from` is set.
 
-`pin_factory` (a gpiozero Factory, None for gpiozero's default) is the seam:
+`self.devices.gpio_pins(options)` (a gpiozero Factory, None for gpiozero's default) is the seam:
 tests fill it with gpiozero's MockFactory and hil/gpio.py's echo emulation."""
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from typing import Any, ClassVar
+
 
 from pydantic import Field, model_validator
 
-from drivers.base import DeviceError, DistanceOptions, Driver
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import DeviceError, DistanceOptions, Driver
+from gateway.sdk.reading import Reading, Value
 
 TRIGGER_PULSE = 0.00001  # s, ≥ 10 µs high
 CYCLE = 0.06  # s between triggers ("we suggest to use over 60ms measurement cycle")
@@ -75,10 +75,9 @@ class Hcsr04(Driver):
     Options = Hcsr04Options
     temperature_compensated = False
     assumed_sound_speed = 20000 / US_PER_CM
-    pin_factory: ClassVar[Any] = None  # the seam: a gpiozero pin Factory; None = gpiozero's default
 
-    def __init__(self, options: Hcsr04Options):
-        super().__init__(options)
+    def __init__(self, options: Hcsr04Options, devices=None):
+        super().__init__(options, devices)
         self.trigger = self.echo = None
         self._edge_seen = threading.Event()
         self._rise = self._fall = None
@@ -91,9 +90,9 @@ class Hcsr04(Driver):
     def open(self) -> None:
         from gpiozero import DigitalOutputDevice, GPIOZeroError, InputDevice  # late: gpiozero probes the board
         try:
-            self.trigger = DigitalOutputDevice(self.options.trigger_pin, initial_value=False,
-                                               pin_factory=type(self).pin_factory)
-            self.echo = InputDevice(self.options.echo_pin, pull_up=False, pin_factory=type(self).pin_factory)
+            pins = self.devices.gpio_pins(self.options)  # the seam (gateway/sdk/devices.py)
+            self.trigger = DigitalOutputDevice(self.options.trigger_pin, initial_value=False, pin_factory=pins)
+            self.echo = InputDevice(self.options.echo_pin, pull_up=False, pin_factory=pins)
             self.echo.pin.edges = "both"
             self.echo.pin.bounce = None
             self.echo.pin.when_changed = self._changed

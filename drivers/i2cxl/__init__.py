@@ -6,7 +6,7 @@ first: the range in cm. `samples` readings give their median.
 
 The sensor has no temperature compensation: its cm are 58 µs of echo each
 (MaxBotix's own conversion), i.e. 344.8 m/s; the pipeline rescales them with
-the air temperature. The bus comes through `smbus_factory(bus_number)`."""
+the air temperature. The bus comes through `self.devices.i2c_bus(options)` (gateway/sdk/devices.py)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from typing import Any
 from pydantic import Field, field_validator
 from smbus2 import i2c_msg
 
-from drivers.base import DeviceError, DistanceOptions
-from drivers.i2c_device import I2cDriver
-from gateway.fields import parse_i2c_address
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import DeviceError, DistanceOptions
+from gateway.sdk.i2c_device import I2cDriver
+from gateway.sdk.fields import parse_i2c_address
+from gateway.sdk.reading import Reading, Value
 
 RANGE_COMMAND = 0x51
 RANGING_TIME = 0.1  # s, datasheet: "allow 100ms between readings"
@@ -63,13 +63,13 @@ class I2cxl(I2cDriver):
     assumed_sound_speed = 20000 / 58  # m/s: 58 µs of round trip per cm
     chip = "I2CXL"
 
-    def __init__(self, options: I2cxlOptions):
-        super().__init__(options)
+    def __init__(self, options: I2cxlOptions, devices=None):
+        super().__init__(options, devices)
         self.invalid = 0  # samples outside the reporting range, for the logs and tests
 
     def open(self) -> None:
         try:
-            self.bus = type(self).smbus_factory(self.options.bus)
+            self.bus = self._open_bus()
         except OSError as exc:
             raise I2cxlError(f"{self._where()}: cannot open the bus: {exc}") from exc
 

@@ -18,8 +18,8 @@ import time
 from pydantic import Field
 
 from drivers.lora_common import FrameError, LoraModemDriver, LoraOptions, Packet
-from gateway.fields import Duration
-from gateway.reading import Reading
+from gateway.sdk.fields import Duration
+from gateway.sdk.reading import Reading
 
 log = logging.getLogger(__name__)
 

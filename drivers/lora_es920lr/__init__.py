@@ -21,7 +21,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints, model_validator
 
 from drivers.lora_common import FrameError, LoraModemDriver, LoraOptions, Packet, Reply
-from gateway.reading import Reading, Value
+from gateway.sdk.reading import Reading, Value
 
 log = logging.getLogger(__name__)
 

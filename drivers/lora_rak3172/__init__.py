@@ -85,8 +85,8 @@ class Rak3172(LoraModemDriver):
 
     parse_line = staticmethod(parse_line)
 
-    def __init__(self, options):
-        super().__init__(options)
+    def __init__(self, options, devices=None):
+        super().__init__(options, devices)
         self._header: RxHeader | None = None  # first line of a two-line receive
         self._events: list[str] = []  # status lines seen while a command ran (query answers)
 

@@ -107,8 +107,8 @@ class Sr50a(SerialDistanceDriver):
     temperature_compensated = False
     assumed_sound_speed = 331.4
 
-    def __init__(self, options: Sr50aOptions):
-        super().__init__(options)
+    def __init__(self, options: Sr50aOptions, devices=None):
+        super().__init__(options, devices)
         self._next_poll = 0.0
 
     def classify(self, p: Packet) -> Sample:

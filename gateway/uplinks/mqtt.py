@@ -21,7 +21,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from gateway.buffer import Row
 from gateway.config import MqttUplinkConfig
-from gateway.fields import read_secret
+from gateway.sdk.fields import read_secret
 from gateway.uplinks.base import Transport, TransportLost
 from gateway.uplinks.mqtt_link import MqttLink
 

@@ -39,8 +39,8 @@ from gateway import ngsi_ld_mapping as mapping
 from gateway import registry
 from gateway.buffer import Row
 from gateway.config import NgsiLdUplinkConfig
-from gateway.fields import read_secret
-from gateway.reading import format_time
+from gateway.sdk.fields import read_secret
+from gateway.sdk.reading import format_time
 from gateway.uplinks.base import TransientError, Transport
 
 log = logging.getLogger(__name__)

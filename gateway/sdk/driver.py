@@ -14,12 +14,14 @@ cannot be reached; the scheduler backs off and reopens.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from gateway.fields import Duration, Location, Name, Strict
-from gateway.reading import Reading, Value
+from gateway.sdk.devices import HARDWARE, Devices
+from gateway.sdk.fields import Duration, Location, Name, Strict
+from gateway.sdk.reading import Reading, Value
 
 
 class DeviceError(Exception):
@@ -50,6 +52,8 @@ class SensorOptions(Strict):
     interval: Duration
     location: Location | None = None
     timeout: Duration | None = Field(None, description="per-read timeout (default: the interval, at most 30s)")
+    devices: Name = Field("hardware", description="where the driver finds its bus or pins: hardware, or a "
+                          "simulated set (hil's `sim`); see gateway/sdk/devices.py")
 
     @property
     def read_timeout(self) -> float:
@@ -100,8 +104,9 @@ class DistanceOptions(SensorOptions):
         return self
 
 
-class Driver:
-    """Base of every driver. Subclasses set Options and implement read()."""
+class Driver(ABC):
+    """Base of every driver. Subclasses set Options and implement read(); one
+    that does not is refused when the registry loads it, with its name."""
 
     name: ClassVar[str] = ""  # set by the registry from the entry-point name
     summary: ClassVar[str] = ""
@@ -113,8 +118,9 @@ class Driver:
     temperature_compensated: ClassVar[bool] = True
     assumed_sound_speed: ClassVar[float] = 343.0  # m/s the device's distance is based on
 
-    def __init__(self, options: SensorOptions):
+    def __init__(self, options: SensorOptions, devices: Devices | None = None):
         self.options = options
+        self.devices = devices or HARDWARE  # the seam to the hardware, chosen per sensor (gateway/sdk/devices.py)
 
     @property
     def kind(self) -> str:
@@ -123,8 +129,9 @@ class Driver:
     def open(self) -> None:
         """Open the device. Called before the first read and after a failure."""
 
+    @abstractmethod
     def read(self, timeout: float) -> list[Reading]:
-        raise NotImplementedError
+        """The readings taken now (polled) or that arrived within `timeout` s (event-driven)."""
 
     def close(self) -> None:
         """Release the device. Must be safe to call twice."""

@@ -12,10 +12,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from drivers.base import DistanceOptions, Driver, SensorOptions
-from gateway.fields import Duration
-from gateway.pseudonym import pseudonym
-from gateway.reading import Reading, Value
+from gateway.sdk.driver import DistanceOptions, Driver, SensorOptions
+from gateway.sdk.fields import Duration
+from gateway.sdk.pseudonym import pseudonym
+from gateway.sdk.reading import Reading, Value
 from hil.models import BeaconCrowd, Hydrograph, Snowpack
 
 

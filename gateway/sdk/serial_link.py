@@ -12,7 +12,7 @@ import time
 
 import serial
 
-from drivers.base import DeviceError
+from gateway.sdk.driver import DeviceError
 
 
 class SerialLink:
