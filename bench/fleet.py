@@ -19,6 +19,8 @@ import asyncio
 import json
 import logging
 import multiprocessing as mp
+import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -31,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.buffer import Buffer
 from gateway.config import MqttUplinkConfig
 from gateway.delivery import Delivery
-from gateway.reading import Reading, Value
+from gateway.sdk import Reading, Value
 from gateway.uplinks.mqtt import MqttTransport
 from tests.rabbitmq import RabbitCluster
 
@@ -73,7 +75,8 @@ class Unit:
 
 
 async def run_units(gs: range, args, urls: list[str], phase, out: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="fleet-"))
+    tmp = out.parent / f"{out.stem}-buffers"
+    tmp.mkdir()
     units = [Unit(g, tmp, args, urls) for g in gs]
     for u in units:
         u.produce(args.backlog)  # what piled up before the bench starts
@@ -146,16 +149,18 @@ class Archive:
 
 
 def run(args) -> dict:
-    cluster = RabbitCluster(Path(tempfile.mkdtemp(prefix="fleet-rabbit-"))).start()
+    workdir = Path(tempfile.mkdtemp(prefix="citygw-fleet-"))
+    cluster = RabbitCluster(workdir / "rabbit").start()
     try:
         archive = Archive(cluster.nodes[-1].mqtt_port)
         time.sleep(2)  # subscribed: its quorum queue exists before anyone publishes
         urls = [n.url for n in cluster.nodes]
         ctx = mp.get_context("spawn")  # not fork: this process runs the archive's network thread
         phase = ctx.Value("i", 0)
-        outs = [Path(tempfile.mktemp(prefix="fleet-out-")) for _ in range(args.processes)]
+        outs = [workdir / f"out-{p}.json" for p in range(args.processes)]
         shares = [range(p, args.gateways, args.processes) for p in range(args.processes)]
-        procs = [ctx.Process(target=child, args=(s, args, urls, phase, str(o))) for s, o in zip(shares, outs)]
+        procs = [ctx.Process(target=child, args=(s, args, urls, phase, str(o)), daemon=True)
+                 for s, o in zip(shares, outs)]
         for p in procs:
             p.start()
         time.sleep(args.warmup)
@@ -165,8 +170,8 @@ def run(args) -> dict:
         cluster.kill_all()
         time.sleep(args.outage)
         marks["restart"] = time.time()
-        cluster.restart_all()
-        marks["back"] = time.time()
+        marks["back"] = cluster.restart_all()  # the first node accepting MQTT again
+        marks["all_nodes"] = time.time()
         phase.value = 2
         time.sleep(args.reconnect_max + args.after)
         phase.value = 3
@@ -182,6 +187,8 @@ def run(args) -> dict:
         return summarize(args, results, marks, archive, expected)
     finally:
         cluster.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def summarize(args, results: list[dict], marks: dict, archive: Archive, expected: int) -> dict:
@@ -200,6 +207,7 @@ def summarize(args, results: list[dict], marks: dict, archive: Archive, expected
     return {"gateways": args.gateways, "processes": args.processes, "backlog": args.backlog,
             "live_per_gateway_per_s": args.rate, "outage_s": args.outage, "reconnect_max_s": args.reconnect_max,
             "drain_rate": args.drain_rate, "cluster_restart_s": round(marks["back"] - marks["restart"], 1),
+            "all_nodes_after_s": round(marks["all_nodes"] - marks["back"], 1),
             "expected": expected, "received": archive.received, "lost": lost,
             "duplicates": archive.received - archive.distinct(),
             "peak_connects_per_s": storm, "peak_connects_share": round(storm / args.gateways, 3),
@@ -289,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--after", type=float, default=20.0, help="seconds after reconnect_max before stopping")
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=Path("bench/results/fleet.json"))
+    ap.add_argument("--keep", action="store_true", help="keep the cluster's and the gateways' files")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the cluster is stopped on the way out
     runs = []
     for rate in args.drain_rate or [0.0, 5.0]:
         args.drain_rate = rate or None

@@ -59,6 +59,8 @@ class Node:
 
     def start(self) -> "Node":
         self.dir.mkdir(parents=True, exist_ok=True)
+        if getattr(self, "_log", None):
+            self._log.close()
         (self.dir / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
         (self.dir / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
@@ -131,13 +133,17 @@ class RabbitCluster:
         for node in self.nodes:
             node.kill()
 
-    def restart_all(self) -> None:
-        """Every node back on its own data (they wait for each other, so all start together)."""
+    def restart_all(self) -> float:
+        """Every node back on its own data (they wait for each other, so all start together).
+        Returns when the first node accepted MQTT again (time.time())."""
         for node in self.nodes:
             node.start()
+        wait_for(lambda: any(port_open(n.mqtt_port) for n in self.nodes), 300, what="a node to accept MQTT")
+        first = time.time()
         for node in self.nodes:
             node.wait_listening(300)
         self.ctl("await_online_nodes", str(len(self.nodes)), timeout=300)
+        return first
 
     def ctl(self, *args: str, node: Node | None = None, timeout: float = 60) -> str:
         node = node or next(n for n in self.nodes if n.proc and n.proc.poll() is None)
