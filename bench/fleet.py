@@ -193,7 +193,12 @@ def run(args) -> dict:
 
 def summarize(args, results: list[dict], marks: dict, archive: Archive, expected: int) -> dict:
     series = merge(results)
-    back = marks["back"]
+    # Service is back when the cluster accepts its first connection again: a node listens well before
+    # the cluster serves MQTT (it answers "server unavailable" until its nodes found each other).
+    outage_connects = next(s["connects"] for s in series if s["t"] >= marks["outage"])
+    marks["serving"] = next((s["t"] for s in series if s["t"] >= marks["restart"]
+                             and s["connects"] > outage_connects), marks["back"])
+    back = marks["serving"]
     per_second: dict[int, int] = {}
     prev = None
     for s in series:
@@ -208,6 +213,7 @@ def summarize(args, results: list[dict], marks: dict, archive: Archive, expected
             "live_per_gateway_per_s": args.rate, "outage_s": args.outage, "reconnect_max_s": args.reconnect_max,
             "drain_rate": args.drain_rate, "cluster_restart_s": round(marks["back"] - marks["restart"], 1),
             "all_nodes_after_s": round(marks["all_nodes"] - marks["back"], 1),
+            "serving_after_s": round(marks["serving"] - marks["back"], 1),
             "expected": expected, "received": archive.received, "lost": lost,
             "duplicates": archive.received - archive.distinct(),
             "peak_connects_per_s": storm, "peak_connects_share": round(storm / args.gateways, 3),
@@ -256,7 +262,7 @@ def plot(runs: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(4, 1, figsize=(10, 13), sharex=True)
     for run in runs:
-        series, back, label = run["_series"], run["_marks"]["back"], f"drain_rate={run['drain_rate'] or 'off'}"
+        series, back, label = run["_series"], run["_marks"]["serving"], f"drain_rate={run['drain_rate'] or 'off'}"
         t = [s["t"] - back for s in series]
         for ax, key in ((axes[0], "attempts"), (axes[1], "connects")):
             rate = [0] + [(b[key] - a[key]) / (b["t"] - a["t"]) for a, b in zip(series, series[1:])]
@@ -267,14 +273,14 @@ def plot(runs: list[dict], path: Path) -> None:
             axes[3].plot(t, [sorted(s["pending"])[min(len(s["pending"]) - 1, int(q * len(s["pending"])))]
                              for s in series], style, label=f"{label} p{int(q * 100)}", lw=0.8)
     for ax in axes:
-        ax.axvspan(runs[0]["_marks"]["outage"] - runs[0]["_marks"]["back"], 0, color="0.9")
+        ax.axvspan(runs[0]["_marks"]["outage"] - runs[0]["_marks"]["serving"], 0, color="0.9")
     n = runs[0]["gateways"]
     axes[1].axhline(0.1 * n, color="red", lw=0.6, ls="--", label="10 % of the fleet")
     axes[0].set_ylabel("connection attempts/s")
     axes[1].set_ylabel("connections accepted/s")
     axes[2].set_ylabel("readings acknowledged/s")
     axes[3].set_ylabel("backlog per gateway")
-    axes[3].set_xlabel("seconds since the cluster was back (grey: outage)")
+    axes[3].set_xlabel("seconds since the cluster served MQTT again (grey: outage)")
     for ax in axes:
         ax.legend(fontsize=7)
     fig.suptitle(f"{n} gateways, 3-node RabbitMQ cluster off for {runs[0]['outage_s']} s")
