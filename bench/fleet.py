@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import multiprocessing as mp
 import shutil
 import signal
@@ -199,14 +200,8 @@ def summarize(args, results: list[dict], marks: dict, archive: Archive, expected
     marks["serving"] = next((s["t"] for s in series if s["t"] >= marks["restart"]
                              and s["connects"] > outage_connects), marks["back"])
     back = marks["serving"]
-    per_second: dict[int, int] = {}
-    prev = None
-    for s in series:
-        if prev is not None and s["t"] >= marks["restart"]:
-            second = int(s["t"] - back + 1000) - 1000  # floor, also below zero
-            per_second[second] = per_second.get(second, 0) + s["connects"] - prev["connects"]
-        prev = s
-    storm = max(per_second.values(), default=0)
+    connects = per_second(series, "connects", back, since=marks["restart"])
+    storm = max(connects.values(), default=0)
     current = time_until_current(series, back)
     lost = expected - archive.distinct()
     return {"gateways": args.gateways, "processes": args.processes, "backlog": args.backlog,
@@ -219,8 +214,19 @@ def summarize(args, results: list[dict], marks: dict, archive: Archive, expected
             "peak_connects_per_s": storm, "peak_connects_share": round(storm / args.gateways, 3),
             "fleet_current_after_s": current["fleet"], "gateway_current_p50_s": current["p50"],
             "gateway_current_p90_s": current["p90"],
-            "peak_acked_per_s": peak_rate(series, "acked"), "_series": series, "_marks": marks,
+            "peak_acked_per_s_after_return": max(per_second(series, "acked", back, since=marks["restart"]).values(),
+                                                 default=0), "_series": series, "_marks": marks,
             "_current": current["each"]}
+
+
+def per_second(series: list[dict], key: str, zero: float, since: float | None = None) -> dict[int, int]:
+    """How much a cumulative counter grew in each whole second (seconds counted from `zero`)."""
+    out: dict[int, int] = {}
+    for a, b in zip(series, series[1:]):
+        if since is None or b["t"] >= since:
+            second = math.floor(b["t"] - zero)
+            out[second] = out.get(second, 0) + b[key] - a[key]
+    return out
 
 
 def merge(results: list[dict]) -> list[dict]:
@@ -248,13 +254,6 @@ def time_until_current(series: list[dict], back: float) -> dict:
             "p50": pick(0.5), "p90": pick(0.9)}
 
 
-def peak_rate(series: list[dict], key: str) -> int:
-    best = 0
-    for a, b in zip(series, series[4:]):  # over about one second
-        best = max(best, int((b[key] - a[key]) / (b["t"] - a["t"])))
-    return best
-
-
 def plot(runs: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -263,12 +262,10 @@ def plot(runs: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(4, 1, figsize=(10, 13), sharex=True)
     for run in runs:
         series, back, label = run["_series"], run["_marks"]["serving"], f"drain_rate={run['drain_rate'] or 'off'}"
+        for ax, key in ((axes[0], "attempts"), (axes[1], "connects"), (axes[2], "acked")):
+            bins = per_second(series, key, back)
+            ax.step(list(bins), list(bins.values()), where="post", label=label, lw=0.8)
         t = [s["t"] - back for s in series]
-        for ax, key in ((axes[0], "attempts"), (axes[1], "connects")):
-            rate = [0] + [(b[key] - a[key]) / (b["t"] - a["t"]) for a, b in zip(series, series[1:])]
-            ax.plot(t, rate, label=label, lw=0.8)
-        acked = [0] + [(b["acked"] - a["acked"]) / (b["t"] - a["t"]) for a, b in zip(series, series[1:])]
-        axes[2].plot(t, acked, label=label, lw=0.8)
         for q, style in ((0.5, "-"), (0.9, "--"), (1.0, ":")):
             axes[3].plot(t, [sorted(s["pending"])[min(len(s["pending"]) - 1, int(q * len(s["pending"])))]
                              for s in series], style, label=f"{label} p{int(q * 100)}", lw=0.8)
@@ -276,14 +273,15 @@ def plot(runs: list[dict], path: Path) -> None:
         ax.axvspan(runs[0]["_marks"]["outage"] - runs[0]["_marks"]["serving"], 0, color="0.9")
     n = runs[0]["gateways"]
     axes[1].axhline(0.1 * n, color="red", lw=0.6, ls="--", label="10 % of the fleet")
-    axes[0].set_ylabel("connection attempts/s")
-    axes[1].set_ylabel("connections accepted/s")
-    axes[2].set_ylabel("readings acknowledged/s")
+    axes[0].set_ylabel("connection attempts per second")
+    axes[1].set_ylabel("connections accepted per second")
+    axes[2].set_ylabel("readings acknowledged per second")
     axes[3].set_ylabel("backlog per gateway")
     axes[3].set_xlabel("seconds since the cluster served MQTT again (grey: outage)")
     for ax in axes:
         ax.legend(fontsize=7)
-    fig.suptitle(f"{n} gateways, 3-node RabbitMQ cluster off for {runs[0]['outage_s']} s")
+    fig.suptitle(f"{n} gateways; a 3-node RabbitMQ cluster killed, restarted {runs[0]['outage_s']:g} s later, "
+                 f"serving MQTT again {runs[0]['serving_after_s'] + runs[0]['cluster_restart_s']:.0f} s later")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -304,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=Path("bench/results/fleet.json"))
     ap.add_argument("--keep", action="store_true", help="keep the cluster's and the gateways' files")
+    ap.add_argument("--replot", type=Path, default=None, help="draw --plot again from a saved *-series.json")
     args = ap.parse_args(argv)
+    if args.replot:
+        plot(json.loads(args.replot.read_text()), args.plot)
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the cluster is stopped on the way out
     runs = []
     for rate in args.drain_rate or [0.0, 5.0]:
@@ -317,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(runs, args.plot)
     args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.with_name(args.json.stem + "-series.json").write_text(json.dumps(runs))
     args.json.write_text(json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for r in runs], indent=1))
     return 0
 
