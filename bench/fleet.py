@@ -84,6 +84,7 @@ async def run_units(gs: range, args, urls: list[str], phase, out: Path) -> None:
     tasks = []
     for u in units:
         await u.transport.start()
+        tasks.append(asyncio.create_task(u.transport.run()))
         tasks.append(asyncio.create_task(u.delivery.run()))
     samples, t0 = [], time.time()
 

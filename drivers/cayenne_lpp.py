@@ -1,6 +1,6 @@
 """Cayenne Low Power Payload (LPP) decoding: `[channel u8][type u8][data]…`, all
 MSB first, type = IPSO object id − 3200 (myDevices Cayenne docs, "Cayenne Low
-Power Payload"; shared/hw/WIRE-FORMATS.md §4.5).
+Power Payload").
 
 `decode` is a pure function. A frame whose type is unknown, or whose data is cut
 short, raises LppError carrying the fields decoded before the fault: an unknown
@@ -40,7 +40,7 @@ def _triple(name, width, scale, unit):
     return LppType(name, 3 * width, ("x", "y", "z"), (width,) * 3, scale, True, unit)
 
 
-# The myDevices table (WIRE-FORMATS §4.5), then the extended types of the
+# The myDevices table, then the extended types of the
 # widely used CayenneLPP Arduino library (ElectronicCats), which later decoders
 # (pycayennelpp, cayenne_lpp on docs.rs) also read.
 TYPES: dict[int, LppType] = {

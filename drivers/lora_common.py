@@ -34,6 +34,15 @@ log = logging.getLogger(__name__)
 JP_FREQ_MIN, JP_FREQ_MAX = 920_600_000, 928_000_000
 JP_TX_POWER_MAX = 13
 
+# Names from the air become NGSI-LD attribute names (and entity ids, MQTT topic
+# levels): NGSI-LD allows letters, digits and '_' in a short name (ETSI GS CIM 009
+# §4.6.2); a letter first keeps it a valid JSON-LD term. Anything else is refused.
+AIR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}", re.ASCII)
+# A node (or a forger) cannot make the gateway keep an unbounded number of names:
+# at most this many distinct value names per node and distinct nodes per modem.
+MAX_NAMES_PER_NODE = 32
+MAX_NODES = 256
+
 
 class FrameError(ValueError):
     """A line or frame from the modem that is not in its wire format."""
@@ -125,20 +134,43 @@ class Decoded:
     error: str | None = None
 
 
+def _finite_number(v: Any) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond any float: 1 followed by 309 zeros
+        return False
+
+
+def _json_values(payload: bytes) -> Decoded:
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return Decoded({}, "error", f"payload is not JSON: {str(exc)[:80]}")
+    if not isinstance(doc, dict):
+        return Decoded({}, "error", "payload is JSON but not an object")
+    # Text, booleans and nested objects are no measurement and are left out; a number
+    # that is not a finite float (1e999, an integer of 400 digits) is a broken one.
+    numbers = {k: v for k, v in doc.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    values = {k: Value(v) for k, v in numbers.items() if AIR_NAME.fullmatch(k) and _finite_number(v)}
+    refused = [k for k in doc if not AIR_NAME.fullmatch(k)]
+    if refused:
+        return Decoded(values, "error", f"field name {refused[0][:40]!r} is not an attribute name "
+                                        "(a letter, then letters, digits or _, at most 64)")
+    broken = [k for k, v in numbers.items() if not _finite_number(v)]
+    if broken:
+        return Decoded(values, "error", f"value of {broken[0]!r} is out of range")
+    return Decoded(values)
+
+
 def decode_payload(payload: bytes, fmt: str, channels: dict[int, str]) -> Decoded:
     """A packet's payload as values. A payload that does not decode gives what
     could be read and quality `error` with the reason; nothing is guessed."""
     if fmt == "hex":
         return Decoded({"payload": Value(payload.hex().upper())})
     if fmt == "json":
-        try:
-            doc = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            return Decoded({}, "error", f"payload is not JSON: {exc}")
-        if not isinstance(doc, dict):
-            return Decoded({}, "error", "payload is JSON but not an object")
-        return Decoded({str(k): Value(v) for k, v in doc.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
+        return _json_values(payload)
     try:
         fields, error = cayenne_lpp.decode(payload), None
     except cayenne_lpp.LppError as exc:
@@ -173,6 +205,7 @@ class LoraModemDriver(Driver):
         self._out: list[Reading] = []
         self._awaiting: str | None = None  # the command whose reply is awaited
         self._nodes = {canonical_node(k): v for k, v in options.nodes.items()}
+        self._names: dict[str, set[str]] = {}  # node heard -> the value names it has sent
 
     # --- to implement ---
 
@@ -221,6 +254,9 @@ class LoraModemDriver(Driver):
             event = self.parse_line(line)
         except FrameError as exc:
             self.count("garbage", f"skipped a line that is not {self.name or 'modem'} output: {exc}")
+            return None
+        except Exception as exc:  # a parser bug on hostile input must not cost the port (issue 13)
+            self.count("garbage", f"skipped a line the parser failed on: {type(exc).__name__}: {str(exc)[:80]}")
             return None
         if isinstance(event, Packet):
             self.on_packet(event)
@@ -288,7 +324,12 @@ class LoraModemDriver(Driver):
             decoded = Decoded({}, "error",
                               f"packet of {len(packet.payload)} bytes has no {o.node_id_bytes}-byte node id")
         else:
-            decoded = decode_payload(payload, o.payload, config.channels if config else {})
+            try:
+                decoded = decode_payload(payload, o.payload, config.channels if config else {})
+            except Exception as exc:  # whatever a payload does to a decoder, it is one error reading
+                decoded = Decoded({}, "error", f"payload does not decode: {type(exc).__name__}")
+        device: str | None = self.device_name(node)
+        decoded, device = self._bounded(canonical_node(node), config is not None, decoded, device)
         if decoded.error:
             self.count("bad_frames", f"node {node}: {decoded.error}")
         values = dict(decoded.values)
@@ -296,7 +337,24 @@ class LoraModemDriver(Driver):
             values["rssi"] = Value(packet.rssi, "dBm")
         if packet.snr is not None:
             values["snr"] = Value(packet.snr, "dB")
-        return self.reading(values, quality=decoded.quality, error=decoded.error, device=self.device_name(node))
+        return self.reading(values, quality=decoded.quality, error=decoded.error, device=device)
+
+    def _bounded(self, node: str, configured: bool, decoded: Decoded, device: str | None) -> tuple[Decoded, str | None]:
+        """At most MAX_NODES unconfigured nodes and MAX_NAMES_PER_NODE value names per
+        node: every new name is a new attribute or entity at the broker, and memory here."""
+        names = self._names.get(node)
+        if names is None:
+            if not configured and sum(1 for n in self._names if n not in self._nodes) >= MAX_NODES:
+                return Decoded({}, "error", f"more than {MAX_NODES} nodes heard; node {node[:8]} not kept"), None
+            names = self._names[node] = set()
+        new = [k for k in decoded.values if k not in names]
+        room = MAX_NAMES_PER_NODE - len(names)
+        names.update(new[:max(room, 0)])
+        if len(new) > room:
+            kept = {k: v for k, v in decoded.values.items() if k in names}
+            return Decoded(kept, "error", f"node sent more than {MAX_NAMES_PER_NODE} value names; "
+                                          f"{new[max(room, 0)][:40]!r} not kept"), device
+        return decoded, device
 
     def device_name(self, node: str) -> str:
         """The configured name of a node, else its id."""

@@ -6,7 +6,10 @@
   letter). Uplinks only ever read committed rows.
 - Rows every uplink has passed are deleted in large batches.
 - Over `max_readings`, the oldest rows that are not alerts go first, counted.
-- A file that does not open is moved aside, kept for inspection, and replaced.
+- A corrupt file is moved aside, kept for inspection, and replaced; a full
+  disk or a locked file never is (gateway/bufferfile.py). On a full disk the
+  WAL is checkpointed and truncated, and held readings are written once it has
+  room; a stop says exactly what reached the disk and what did not.
 
 Cursors, dead letters and sensor states ride in the same commits as the
 readings, so the buffer costs few writes per reading. All methods are meant for
@@ -20,96 +23,23 @@ import json
 import logging
 import sqlite3
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from gateway.bufferfile import (WRITE_WAIT, BufferUnavailable, DeadRow, Row, describe, fit_wal, is_disk_full,
+                                open_connection, pack, unpack)
+# The `gateway buffer` reports, long imported from here:
+from gateway.bufferfile import dead_letters, reading_id, retry_dead_letters, stats  # noqa: F401
 from gateway.sdk.reading import Reading, epoch_ms, format_ms
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
--- A reading is stored compactly (SD cards wear with every byte): its id, sensor, kind, device and
--- time as columns, `rest` the JSON of everything else; fetch() rebuilds the exact SPEC §3 JSON.
-CREATE TABLE IF NOT EXISTS readings (
-    seq INTEGER PRIMARY KEY,
-    sensor TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    device TEXT,
-    observed_ms INTEGER NOT NULL,
-    alert INTEGER NOT NULL DEFAULT 0,
-    ident INTEGER NOT NULL,  -- the id's <ms>.<counter> as ms * 1000000 + counter
-    rest BLOB NOT NULL       -- deflated with PACK_DICT (see pack/unpack)
-);
-CREATE INDEX IF NOT EXISTS readings_alerts ON readings(seq) WHERE alert = 1;
-CREATE TABLE IF NOT EXISTS dead (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    uplink TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    retry INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS dead_uplink ON dead(uplink, retry);
--- Counters and each uplink's cursor ("cursor:<uplink>"): one small table, so a commit touches one page for them.
-CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
--- State that must outlive a restart, owned by other parts of the daemon (pipeline stages and windows,
--- the newest observedAt upserted per NGSI-LD entity, the last accepted management seq): text values
--- under namespaced keys ("pipeline:<sensor>", "ngsi:<uplink>:<entity>"), written in the readings' commits.
--- An added table, not a new format: a buffer with it still opens in a gateway that predates it.
-CREATE TABLE IF NOT EXISTS memo (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sensors (
-    id TEXT PRIMARY KEY, state TEXT NOT NULL, detail TEXT, since_ms INTEGER NOT NULL, failures INTEGER NOT NULL
-);
-"""
-
-SCHEMA_VERSION = 3
-
-# The rest of a reading's JSON is deflated with this preset dictionary of the names, units and
-# stages readings carry: a river reading's 170 bytes become about 40. The dictionary is part of
-# the file format: changing it needs a new SCHEMA_VERSION.
-PACK_DICT = (
-    b'"unit":"dBm"},"count":{"value":"tx_power":"battery":"unit":"V"},"temperature":"unit":"\xc2\xb0C"},'
-    b'"air_temperature":"relative_humidity":"unit":"%"},"air_pressure":"unit":"hPa"},"snr":"unit":"dB"},'
-    b'"snowfall_1h":"snowfall_24h":"snow_depth":"clock":"unsynced","monotonic":"error":"suspect"'
-    b',"rssi":{"value":-"alert_level":{"value":"normal"},"standby","caution","evacuation","danger","removal"'
-    b'{"values":{"water_level":{"value":1.,"unit":"m"},"distance":{"value":5.,"unit":"m"}},"quality":"ok","location":[3'
-)
-_WBITS = -10  # raw deflate, 1 KiB window: small tables, so packing one reading takes microseconds
-
-
-def pack(text: str) -> bytes:
-    c = zlib.compressobj(1, zlib.DEFLATED, _WBITS, 1, zdict=PACK_DICT)
-    return c.compress(text.encode()) + c.flush()
-
-
-def unpack(blob: bytes) -> str:
-    return zlib.decompressobj(_WBITS, zdict=PACK_DICT).decompress(blob).decode()
 
 GC_ROWS = 2000  # delete delivered rows in chunks of at least this many …
 GC_SECONDS = 60.0  # … or at least this often
 MEMORY_LIMIT = 100_000  # rows held in memory while the disk refuses writes
-
-
-class Row(NamedTuple):
-    seq: int
-    sensor: str
-    kind: str
-    device: str | None
-    body: str
-    alert: bool
-
-
-class DeadRow(NamedTuple):
-    id: int
-    uplink: str
-    seq: int
-    body: str
-    reason: str
-    at_ms: int
-    retry: bool
+FIT_WAL_SECONDS = 30.0  # how often the WAL's size is fitted to the free space again
 
 
 @dataclass
@@ -127,42 +57,6 @@ class _Pending:
                     or self.memo)
 
 
-def _connect(path: Path, durability: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-    # Small pages for a new file: each group commit rewrites its last, partly filled page and the
-    # pages above it; at 1 KiB instead of 4 KiB that is a quarter of the bytes (SD cards wear).
-    conn.execute("PRAGMA page_size=1024")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-    # Fewer, larger checkpoints: a page changed by many commits is written to the main file once.
-    conn.execute("PRAGMA wal_autocheckpoint=4000")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, SCHEMA_VERSION):
-        raise sqlite3.DatabaseError(f"buffer format {version}, this gateway writes format {SCHEMA_VERSION}")
-    conn.executescript(SCHEMA)
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    return conn
-
-
-def open_connection(path: Path, durability: str = "normal") -> sqlite3.Connection:
-    """Open (or create) a buffer file; a file that does not open is moved aside, loudly."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        conn = _connect(path, durability)
-        conn.execute("SELECT count(*) FROM state").fetchone()
-        conn.execute("SELECT max(seq) FROM readings").fetchone()
-        return conn
-    except sqlite3.DatabaseError as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-        log.critical("buffer %s does not open (%s): moved aside to %s, starting a new buffer; "
-                     "readings in the old file were NOT delivered and are kept there for inspection", path, exc, aside)
-        for suffix in ("", "-wal", "-shm"):
-            src = path.with_name(path.name + suffix)
-            if src.exists():
-                src.rename(aside.with_name(aside.name + suffix))
-        return _connect(path, durability)
-
-
 class Buffer:
     def __init__(self, path: Path, uplinks: list[str], *, gateway: str, max_readings: int = 5_000_000,
                  durability: str = "normal", commit_rows: int = 500):
@@ -175,7 +69,18 @@ class Buffer:
         self._pending = _Pending()
         self._listeners: list[Callable[[], None]] = []
         self._last_gc = time.monotonic()
+        self._next_fit = time.monotonic() + FIT_WAL_SECONDS  # open_connection has just fitted it
         self._write_failing = False
+        self._write_failures = 0  # episodes of refused writes, so each new one is logged (logs.RepeatFilter)
+        self.lost = 0  # readings this run that never reached the disk (evicted from memory while it refused)
+        try:
+            self._load_state()
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise BufferUnavailable(path, exc) from exc
+        self.commit()
+
+    def _load_state(self) -> None:
         c = self.conn
         self.count = self._meta("count")
         if self.count is None:  # a new or pre-counter file: count once
@@ -195,7 +100,6 @@ class Buffer:
             if acked is None:
                 self._pending.cursors[name] = first - 1
         self._gc_floor = min(self.acked.values(), default=0)
-        self.commit()
 
     @property
     def last_seq(self) -> int:
@@ -215,10 +119,11 @@ class Buffer:
     def append(self, r: Reading) -> int:
         """Queue a reading (its id made by gateway.ids) for the next group commit."""
         seq = self._next_seq
-        self._next_seq += 1
         _, _, ms, counter = r.id.rsplit(".", 3)
-        self._pending.rows.append((seq, r.sensor, r.kind, r.device, epoch_ms(r.observed_at), int(r.alert),
-                                   int(ms) * 1_000_000 + int(counter), pack(r.rest_json())))
+        row = (seq, r.sensor, r.kind, r.device, epoch_ms(r.observed_at), int(r.alert),
+               int(ms) * 1_000_000 + int(counter), pack(r.rest_json()))  # raises before anything is queued
+        self._next_seq += 1
+        self._pending.rows.append(row)
         if len(self._pending.rows) >= self.commit_rows and not self._write_failing:
             self.commit()
         return seq
@@ -262,39 +167,30 @@ class Buffer:
 
     def commit(self) -> bool:
         """Write everything pending in one transaction. On a write error (full
-        disk, I/O error) nothing is lost: it stays pending and is retried."""
+        disk, I/O error) nothing is lost: it stays pending and is retried. When
+        the disk is full, a checkpoint may free the WAL's space: then at once."""
         p = self._pending
         if not p:
             return True
         added = len(p.rows)
         try:
-            c = self.conn
-            c.execute("BEGIN IMMEDIATE")
-            if p.rows:
-                c.executemany("INSERT INTO readings (seq, sensor, kind, device, observed_ms, alert, ident, rest) "
-                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", p.rows)
-            c.executemany("INSERT INTO dead (uplink, seq, body, reason, at_ms) VALUES (?, ?, ?, ?, ?)", p.dead)
-            c.executemany("DELETE FROM dead WHERE id = ?", [(i,) for i in p.dead_done])
-            c.executemany("UPDATE dead SET retry = 0, reason = ? WHERE id = ?", p.dead_rejected)
-            c.executemany("INSERT OR REPLACE INTO sensors VALUES (?, ?, ?, ?, ?)", p.sensors.values())
-            c.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?)",
-                          [(k, v) for k, v in p.memo.items() if v is not None])
-            c.executemany("DELETE FROM memo WHERE key = ?", [(k,) for k, v in p.memo.items() if v is None])
-            count = self.count + added
-            count -= self._collect_garbage(c)
-            evicted = self._evict(c, count)
-            count -= evicted
-            c.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)",
-                          [("count", count), ("evictions", self.evictions + evicted), ("last_seq", self._next_seq - 1),
-                           *((f"cursor:{name}", acked) for name, acked in p.cursors.items())])
-            c.execute("COMMIT")
+            count, evicted = self._write(p)
         except sqlite3.Error as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            self._on_write_failure(exc)
-            return False
+            self._rollback()
+            if not (is_disk_full(exc) and self._checkpoint_for_space()):
+                self._on_write_failure(exc)
+                return False
+            try:
+                count, evicted = self._write(p)
+            except sqlite3.Error as again:
+                self._rollback()
+                self._on_write_failure(again)
+                return False
         if self._write_failing:
-            log.warning("buffer %s writes again; %d held readings are now on disk", self.path, added)
+            log.warning("buffer %s writes again; %d held readings are now on disk", self.path, added,
+                        extra={"episode": self._write_failures})
+        if self._write_failing or time.monotonic() >= self._next_fit:
+            self._fit_wal()
         self._write_failing = False
         self.count = count
         if evicted:
@@ -307,9 +203,64 @@ class Buffer:
                 callback()
         return True
 
+    def _write(self, p: _Pending) -> tuple[int, int]:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        if p.rows:
+            c.executemany("INSERT INTO readings (seq, sensor, kind, device, observed_ms, alert, ident, rest) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", p.rows)
+        c.executemany("INSERT INTO dead (uplink, seq, body, reason, at_ms) VALUES (?, ?, ?, ?, ?)", p.dead)
+        c.executemany("DELETE FROM dead WHERE id = ?", [(i,) for i in p.dead_done])
+        c.executemany("UPDATE dead SET retry = 0, reason = ? WHERE id = ?", p.dead_rejected)
+        c.executemany("INSERT OR REPLACE INTO sensors VALUES (?, ?, ?, ?, ?)", p.sensors.values())
+        c.executemany("INSERT OR REPLACE INTO memo VALUES (?, ?)", [(k, v) for k, v in p.memo.items() if v is not None])
+        c.executemany("DELETE FROM memo WHERE key = ?", [(k,) for k, v in p.memo.items() if v is None])
+        count = self.count + len(p.rows)
+        count -= self._collect_garbage(c)
+        evicted = self._evict(c, count)
+        count -= evicted
+        c.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)",
+                      [("count", count), ("evictions", self.evictions + evicted), ("last_seq", self._next_seq - 1),
+                       *((f"cursor:{name}", acked) for name, acked in p.cursors.items())])
+        c.execute("COMMIT")
+        return count, evicted
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolled back itself
+
+    def _checkpoint_for_space(self) -> bool:
+        """The disk is full: copy the WAL into the main file and truncate it.
+        True if that freed the WAL's space (worth trying the commit again)."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            before = wal.stat().st_size
+            self.conn.execute("PRAGMA busy_timeout=200")  # a reader in the way: give up, the next commit retries
+            busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            after = wal.stat().st_size
+        except (sqlite3.Error, OSError) as exc:
+            log.debug("checkpoint for space failed: %s", exc)
+            return False
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout={int(WRITE_WAIT * 1000)}")
+        self._fit_wal()
+        return not busy and after < before
+
+    def _fit_wal(self) -> None:
+        try:
+            fit_wal(self.conn, self.path)
+        except sqlite3.Error as exc:
+            log.debug("cannot size the WAL: %s", exc)
+        self._next_fit = time.monotonic() + FIT_WAL_SECONDS
+
     def _on_write_failure(self, exc: sqlite3.Error) -> None:
         if not self._write_failing:
-            log.error("buffer %s cannot write (%s); holding readings in memory and retrying", self.path, exc)
+            self._write_failures += 1
+            log.error("buffer %s cannot write (%s); holding readings in memory and retrying", self.path, describe(exc),
+                      extra={"episode": self._write_failures})
         self._write_failing = True
         rows = self._pending.rows
         if len(rows) > MEMORY_LIMIT:  # bounded: the oldest non-alerts go first, as on disk
@@ -317,7 +268,8 @@ class Buffer:
             dropped = set(drop)
             self._pending.rows = [r for i, r in enumerate(rows) if i not in dropped]
             self.evictions += len(drop)
-            log.error("buffer write failing: evicted %d held readings from memory", len(drop))
+            self.lost += len(drop)
+            log.error("buffer write failing: evicted %d held readings from memory; they are lost", len(drop))
 
     def _collect_garbage(self, c: sqlite3.Connection) -> int:
         """Delete rows every uplink has passed, in large chunks (few page writes)."""
@@ -341,23 +293,37 @@ class Buffer:
 
     # --- changes while running (clock correction, config reload) ---------------------------------
 
-    def rewrite(self, fix: Callable[[str], tuple[str, int] | None], since_seq: int, containing: str) -> int:
-        """Rewrite buffered readings in place: `fix(rest)` gets a row's stored
-        JSON (all but id, names and time) and returns (new rest, observed_ms) or
-        None to leave the row alone. Only rows from `since_seq` whose rest
-        contains `containing` are offered. Used to correct the times of
-        readings taken before the clock was trusted."""
+    def rewrite(self, fix: Callable[[str], tuple[str, int] | None], first: int, last: int, containing: str, *,
+                limit: int = 2000, memo: Callable[[int], tuple[str, str | None]] | None = None
+                ) -> tuple[int, int]:
+        """Rewrite one chunk of buffered readings in place: `fix(rest)` gets a
+        row's stored JSON (all but id, names and time) and returns (new rest,
+        observed_ms) or None to leave the row alone. Offered: up to `limit` rows
+        from seq `first` to `last` whose rest contains `containing`. `memo(next)`
+        gives a (key, value) written in the same transaction, so a record of
+        its progress always agrees with the rows. Returns (the seq the next
+        chunk starts at, rows changed). Used to correct the times of readings
+        taken before the clock was trusted, in chunks the event loop can breathe
+        between."""
         self.commit()
+        rows = self.conn.execute("SELECT seq, rest FROM readings WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+                                 (first, last, limit)).fetchall()
         updates = []
-        for seq, packed in self.conn.execute("SELECT seq, rest FROM readings WHERE seq >= ?", (since_seq,)):
+        for seq, packed in rows:
             rest = unpack(packed)  # packed rows: the filter runs here, not in SQL
             if containing in rest and (new := fix(rest)) is not None:
                 updates.append((pack(new[0]), new[1], seq))
-        if updates:
-            with self.conn:
-                self.conn.execute("BEGIN IMMEDIATE")
-                self.conn.executemany("UPDATE readings SET rest = ?, observed_ms = ? WHERE seq = ?", updates)
-        return len(updates)
+        following = rows[-1][0] + 1 if len(rows) == limit else last + 1
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("UPDATE readings SET rest = ?, observed_ms = ? WHERE seq = ?", updates)
+            if memo is not None:
+                key, value = memo(following)
+                if value is None:
+                    self.conn.execute("DELETE FROM memo WHERE key = ?", (key,))
+                else:
+                    self.conn.execute("INSERT OR REPLACE INTO memo VALUES (?, ?)", (key, value))
+        return following, len(updates)
 
     def add_uplink(self, name: str) -> None:
         """A new uplink (config reload) starts at the oldest reading still buffered."""
@@ -383,6 +349,17 @@ class Buffer:
 
     # --- reading (committed rows only) ---------------------------------------------------------
 
+    def backlog(self, uplink: str) -> dict:
+        """An uplink's pending readings (retried dead letters included), the oldest
+        one's observed_ms, and its dead letters (committed rows only)."""
+        acked = self.acked.get(uplink, self.last_seq)
+        c = self.conn
+        retries = c.execute("SELECT count(*) FROM dead WHERE uplink = ? AND retry = 1", (uplink,)).fetchone()[0]
+        dead = c.execute("SELECT count(*) FROM dead WHERE uplink = ? AND retry = 0", (uplink,)).fetchone()[0]
+        oldest = c.execute("SELECT observed_ms FROM readings WHERE seq > ? ORDER BY seq LIMIT 1", (acked,)).fetchone()
+        return {"pending": self.last_seq - acked + retries, "oldest_ms": oldest[0] if oldest else None,
+                "dead_letters": dead}
+
     def fetch(self, after: int, limit: int) -> list[Row]:
         return self._rows("WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
 
@@ -400,13 +377,33 @@ class Buffer:
                                  "WHERE uplink = ? AND retry = 1 ORDER BY id LIMIT ?", (uplink, limit)).fetchall()
         return [DeadRow(*r) for r in rows]
 
-    def close(self) -> None:
+    def close(self) -> "Closed":
+        """A last commit (after a checkpoint if the disk is full), then close.
+        Says what is on disk for the next start and what could not be written."""
         self.commit()
+        unwritten = len(self._pending.rows)
         try:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.warning("buffer checkpoint at close failed: %s", exc)
+        try:
+            left = {name: self._on_disk_after(name) for name in self.uplinks}
+        except sqlite3.Error as exc:
+            log.error("buffer %s: cannot count what it holds (%s)", self.path, describe(exc))
+            left = {}
         self.conn.close()
+        return Closed(left, unwritten, self.lost + unwritten)
+
+    def _on_disk_after(self, uplink: str) -> int:
+        """Committed readings past the uplink's committed cursor: what the next start sends it."""
+        cursor = self._meta(f"cursor:{uplink}")
+        return self.conn.execute("SELECT count(*) FROM readings WHERE seq > ?", (cursor or 0,)).fetchone()[0]
+
+
+class Closed(NamedTuple):
+    left: dict[str, int]  # per uplink: readings on disk the next start will send
+    unwritten: int  # held in memory at the stop, not written
+    lost: int  # readings of this run that never reached the disk (unwritten + evicted from memory)
 
 
 def full_json(gateway: str, sensor: str, kind: str, device: str | None, observed_ms: int, ident: int,
@@ -417,48 +414,3 @@ def full_json(gateway: str, sensor: str, kind: str, device: str | None, observed
     dev = "" if device is None else f'"device":{json.dumps(device, ensure_ascii=False)},'
     return (f'{{"id":"{gateway}.{sensor}.{ms}.{counter:06d}","gateway":"{gateway}","sensor":"{sensor}",'
             f'"kind":"{kind}",{dev}"observed_at":"{format_ms(observed_ms)}",{rest[1:]}')
-
-
-# --- the `gateway buffer` command: a second process reading the same file ----------------------
-
-def stats(conn: sqlite3.Connection, uplinks: list[str]) -> dict:
-    now_ms = time.time() * 1000
-    out: dict = {"uplinks": {}, "sensors": {}}
-    for name in uplinks:
-        row = conn.execute("SELECT value FROM state WHERE key = ?", (f"cursor:{name}",)).fetchone()
-        acked = row[0] if row else 0
-        pending = conn.execute("SELECT count(*) FROM readings WHERE seq > ?", (acked,)).fetchone()[0]
-        oldest = conn.execute("SELECT observed_ms FROM readings WHERE seq > ? ORDER BY seq LIMIT 1", (acked,)).fetchone()
-        retries = conn.execute("SELECT count(*) FROM dead WHERE uplink = ? AND retry = 1", (name,)).fetchone()[0]
-        dead = conn.execute("SELECT count(*) FROM dead WHERE uplink = ? AND retry = 0", (name,)).fetchone()[0]
-        out["uplinks"][name] = {
-            "pending": pending + retries,
-            "oldest_pending_age_s": round((now_ms - oldest[0]) / 1000, 1) if oldest else None,
-            "dead_letters": dead,
-        }
-    for sid, state, detail, since_ms, failures in conn.execute("SELECT * FROM sensors ORDER BY id"):
-        out["sensors"][sid] = {"state": state, "detail": detail, "failures": failures,
-                               "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since_ms / 1000))}
-    meta = dict(conn.execute("SELECT key, value FROM state").fetchall())
-    out["buffer"] = {"readings": meta.get("count", 0), "evictions": meta.get("evictions", 0),
-                     "appended": meta.get("last_seq", 0), "file_bytes": _file_bytes(conn)}
-    return out
-
-
-def _file_bytes(conn: sqlite3.Connection) -> int:
-    pages, size = conn.execute("PRAGMA page_count").fetchone()[0], conn.execute("PRAGMA page_size").fetchone()[0]
-    return pages * size
-
-
-def dead_letters(conn: sqlite3.Connection) -> list[DeadRow]:
-    return [DeadRow(*r) for r in conn.execute(
-        "SELECT id, uplink, seq, body, reason, at_ms, retry FROM dead ORDER BY id")]
-
-
-def retry_dead_letters(conn: sqlite3.Connection) -> int:
-    """Move dead letters back to pending; the running daemon picks them up."""
-    return conn.execute("UPDATE dead SET retry = 1 WHERE retry = 0").rowcount
-
-
-def reading_id(body: str) -> str:
-    return json.loads(body).get("id", "?")

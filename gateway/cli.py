@@ -83,7 +83,10 @@ def cmd_check(args) -> int:
             print(problem, file=sys.stderr)
         log.error("%s: %d problem%s", args.config, len(exc.problems), "" if len(exc.problems) == 1 else "s")
         return 2
-    log.info("%s: valid (%d sensors, %d uplinks)", args.config, len(config.sensors), len(config.uplinks))
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+    log.info("%s: valid (%d sensors, %d uplinks)%s", args.config, len(config.sensors), len(config.uplinks),
+             f", {len(config.warnings)} warning{'s' if len(config.warnings) > 1 else ''}" if config.warnings else "")
     return 0
 
 
@@ -100,31 +103,50 @@ def cmd_probe(args) -> int:
 
 
 def cmd_buffer(args) -> int:
-    from gateway import buffer
+    """A second process beside the daemon: reads read-only, `dead --retry` writes
+    one small change; neither ever moves, replaces or creates a buffer file."""
+    from gateway import bufferfile
     config = _load(args.config)
     path = config.storage.path
-    if path.exists():
-        conn = buffer.open_connection(path, config.storage.durability)
-    else:  # the same report, all zeros, without creating a file the daemon's user should own
+    retry = args.action == "dead" and args.retry
+    try:
+        conn = bufferfile.open_for_change(path) if retry else bufferfile.open_for_reading(path)
+    except bufferfile.NoBuffer:  # the same report, all zeros, without creating a file the daemon's user should own
         print(f"no buffer at {path} yet (the gateway has not run with this config)", file=sys.stderr)
         conn = sqlite3.connect(":memory:")
-        conn.executescript(buffer.SCHEMA)
+        conn.executescript(bufferfile.SCHEMA)
+    except bufferfile.BufferUnavailable as exc:
+        print(f"gateway buffer: {exc}", file=sys.stderr)
+        return 1
+    try:
+        _buffer_action(args, conn, [u.name for u in config.uplinks])
+    except sqlite3.Error as exc:
+        busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        print(f"gateway buffer: {path}: {bufferfile.describe(exc)}"
+              + ("; the running gateway is writing a large change: nothing was changed, try again" if busy else ""),
+              file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    return 0
+
+
+def _buffer_action(args, conn: sqlite3.Connection, uplinks: list[str]) -> None:
+    from gateway import bufferfile
     if args.action == "stats":
-        data = buffer.stats(conn, [u.name for u in config.uplinks])
+        data = bufferfile.stats(conn, uplinks)
         if args.json:
             print(json.dumps(data, indent=2))
         else:
             _print_stats(data)
     elif args.retry:
-        moved = buffer.retry_dead_letters(conn)
+        moved = bufferfile.retry_dead_letters(conn)
         print(f"{moved} dead letters moved back to pending", file=sys.stderr)
     else:
-        for d in buffer.dead_letters(conn):
+        for d in bufferfile.dead_letters(conn):
             at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d.at_ms / 1000))
             state = "retrying" if d.retry else "dead"
-            print(f"{at}\t{d.uplink}\t{buffer.reading_id(d.body)}\t{state}\t{d.reason}")
-    conn.close()
-    return 0
+            print(f"{at}\t{d.uplink}\t{bufferfile.reading_id(d.body)}\t{state}\t{d.reason}")
 
 
 def _print_stats(data: dict) -> None:
@@ -142,8 +164,9 @@ def _print_stats(data: dict) -> None:
 
 
 def cmd_drivers(args) -> int:
-    from gateway.sdk.driver import SensorOptions
+    from gateway.config import sensor_model
     from gateway.keydoc import describe_keys
+    from gateway.sdk.driver import SensorOptions
     print("Keys every sensor takes:")
     for line in describe_keys(SensorOptions):
         print("    " + line)
@@ -158,18 +181,34 @@ def cmd_drivers(args) -> int:
             print(f"{name}  BROKEN, cannot be used ({registry.available()[name]}): {why}")
             continue
         print(f"{name}  {cls.summary}".rstrip())
-        for line in describe_keys(cls.Options, skip=base):
+        # The driver's own keys first, then the pipeline's (distance sensors).
+        for line in describe_keys(sensor_model(cls), skip=base, first=list(cls.Options.model_fields)):
             print("    " + line)
+    from gateway.config import UPLINK_TYPES, ServiceSection, WebSection
+    print("\nUplinks (uplinks: - name: ..., type: TYPE, and these keys):")
+    for kind, model in UPLINK_TYPES.items():
+        print(f"\n{kind}  {(model.__doc__ or '').strip().splitlines()[0] if model.__doc__ else ''}".rstrip())
+        for line in describe_keys(model, skip={"name", "type"}):
+            print("    " + line)
+    print("\nservice: (how the daemon lives on the Pi)")
+    for line in describe_keys(ServiceSection, skip={"web"}) + ["web:"] + ["    " + x for x in describe_keys(WebSection)]:
+        print("    " + line)
     return 0
 
 
 def cmd_status(args) -> int:
     from gateway import status
+    if os.path.exists(args.config) and not os.access(args.config, os.R_OK):  # 0640 root:gateway on a Pi
+        print(f"no permission to read {args.config}: run as root or as a member of the gateway's group",
+              file=sys.stderr)
+        return 1
     try:
         path = status.socket_path(_load(args.config))
     except ConfigError:
         path = status.socket_path_lenient(args.config)
         print(f"note: {args.config} does not validate (`gateway check`); asking the daemon at {path}", file=sys.stderr)
+    except PermissionError:  # a user outside the group may not see every path the config names
+        path = status.socket_path_lenient(args.config)
     try:
         data = status.query(path)
     except status.StatusUnavailable as exc:
@@ -236,5 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         print(f"config {args.config} is invalid; `gateway check -c {args.config}` lists the problems", file=sys.stderr)
         return 2
+    except PermissionError as exc:  # a user outside the gateway's group: a sentence, not a traceback
+        where = f" for {exc.filename}" if exc.filename else ""
+        print(f"gateway {args.command}: no permission{where}: run as root or as a member of the gateway's group",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

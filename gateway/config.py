@@ -9,16 +9,19 @@ sensor's own key.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from gateway.sdk.driver import SensorOptions
-from gateway import registry, yamlsource
-from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict
+from gateway import keydoc, registry, yamlsource
+from gateway.pipeline_options import compose, looks_like
+from gateway.sdk.driver import Driver, SensorOptions
+from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict, read_regular
+from gateway.sdk.fields import key_error as _key_error
+from gateway.storagepath import storage_path_problems
 from gateway.yamlsource import Problem
 
 DEFAULT_CONFIG = Path("/etc/city-edge-gateway/gateway.yaml")
@@ -51,19 +54,40 @@ class StorageSection(Strict):
         return v
 
 
-def _key_error(key: str, message: str) -> PydanticCustomError:
-    """A model-level error that belongs to one key: the collector appends `key` to
-    its path, so the line and the path name that key, not the whole section."""
-    return PydanticCustomError("key_error", message, {"key": key})
+class WebSection(Strict):
+    """The on-site page (gateway/web.py). Off unless `service.web` is there."""
+
+    listen: str = Field("127.0.0.1:8080", description="host:port ([::1]:port for IPv6); "
+                        "anything but 127.0.0.1 or ::1 needs token_file")
+    token_file: SecretFile | None = Field(None, description="the page's access token (a file, like every secret)")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65_535:
+            raise ValueError(f"write host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080 (got {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _token(self) -> "WebSection":
+        host = self.listen.rpartition(":")[0].strip("[]")
+        if host not in ("127.0.0.1", "::1") and self.token_file is None:
+            raise _key_error("listen", f"the page on {host} can be reached from other machines: "
+                             "give token_file (only 127.0.0.1 and ::1 go without)")
+        return self
 
 
 class ServiceSection(Strict):
-    """How the daemon lives on the Pi: status socket, metrics, clock trust."""
+    """How the daemon lives on the Pi: status socket, metrics, clock trust, on-site page."""
 
     status_socket: Path | None = Field(None, description="default: beside the buffer, <buffer>.sock")
     metrics_port: int | None = Field(None, ge=1, le=65_535, description="Prometheus on 127.0.0.1; off when unset")
     clock_check: Literal["auto", "kernel", "build-time", "off"] = "auto"
     clock_hold: Duration = Field(300.0, description="hold deliveries at most this long while the clock is unsynced")
+    web: WebSection | None = Field(None, description="the on-site page; off when absent")
+    unhealthy_after: Duration = Field(900.0, description="a sensor failing this long makes /healthz answer 503 "
+                                      "(the watchdog is not affected: a restart fixes no sensor)")
 
 
 def _check_url(url: str, schemes: tuple[str, ...]) -> str:
@@ -97,9 +121,34 @@ class ConsoleUplinkConfig(UplinkBase):
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
-        if v != "-" and Path(v).is_dir():
+        if v == "-":
+            return v
+        if "\0" in v:
+            raise ValueError("a file path cannot contain a NUL character")
+        path = Path(v)
+        if path.is_dir():
             raise ValueError(f"{v} is a directory; write \"-\" for stdout or a file name")
+        if not path.parent.is_dir():
+            raise ValueError(f"directory {path.parent} does not exist; create it or write \"-\" for stdout")
         return v
+
+
+# MQTT's own limits (MQTT 3.1.1 §1.5.3, §3.1.2.10; MQTT 5 §3.1.2.11.2): a string is at
+# most 65,535 bytes of UTF-8 without U+0000, keep alive a 16-bit count of seconds, the
+# session expiry interval a 32-bit one. Past them the client cannot even connect.
+MQTT_STRING_MAX = 65_535
+MQTT_KEEPALIVE_MAX = 65_535
+MQTT_SESSION_EXPIRY_MAX = 2**32 - 1
+# The longest a placeholder can be: ids and names are at most 64 characters.
+_LONGEST = {key: "x" * 64 for key in ("gateway", "sensor", "kind", "device")}
+
+
+def _mqtt_string(v: str, what: str) -> str:
+    if "\0" in v:
+        raise ValueError(f"an MQTT {what} cannot contain a NUL character (MQTT strings exclude U+0000)")
+    if len(v.encode("utf-8")) > MQTT_STRING_MAX:
+        raise ValueError(f"an MQTT {what} is at most {MQTT_STRING_MAX} bytes of UTF-8 (MQTT's string limit)")
+    return v
 
 
 class MqttUplinkConfig(UplinkBase):
@@ -152,6 +201,29 @@ class MqttUplinkConfig(UplinkBase):
             raise ValueError(f"topic placeholders are {{gateway}}, {{sensor}}, {{kind}}, {{device}} (bad: {exc})") from None
         if "#" in v or "+" in v:
             raise ValueError("a publish topic cannot contain the wildcards # or +")
+        _mqtt_string(v, "topic")
+        if len(v.format(**_LONGEST).encode("utf-8")) > MQTT_STRING_MAX:
+            raise ValueError(f"an MQTT topic is at most {MQTT_STRING_MAX} bytes of UTF-8 (MQTT's string limit), "
+                             "with its placeholders filled in")
+        return v
+
+    @field_validator("client_id", "username", "apikey")
+    @classmethod
+    def _strings(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return v if v is None else _mqtt_string(v, info.field_name.replace("_", " "))
+
+    @field_validator("keepalive")
+    @classmethod
+    def _keepalive(cls, v: float) -> float:
+        if not 1 <= v <= MQTT_KEEPALIVE_MAX:
+            raise ValueError(f"MQTT's keep alive is 1s to {MQTT_KEEPALIVE_MAX}s (a 16-bit count of seconds)")
+        return v
+
+    @field_validator("session_expiry")
+    @classmethod
+    def _session_expiry(cls, v: float) -> float:
+        if v > MQTT_SESSION_EXPIRY_MAX:
+            raise ValueError(f"MQTT 5's session expiry is at most {MQTT_SESSION_EXPIRY_MAX}s (a 32-bit count of seconds)")
         return v
 
     @model_validator(mode="after")
@@ -174,6 +246,9 @@ class MqttUplinkConfig(UplinkBase):
         return self.url[0].startswith("mqtts://")
 
 
+_TENANT = re.compile(r"[A-Za-z0-9_-]{1,50}", re.ASCII)
+
+
 class NgsiLdUplinkConfig(UplinkBase):
     type: Literal["ngsi-ld"]
     url: str
@@ -192,6 +267,14 @@ class NgsiLdUplinkConfig(UplinkBase):
     def _url(cls, v: str) -> str:
         return _check_url(v, ("http", "https"))
 
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, v: str | None) -> str | None:
+        # An HTTP header value, and a database name at the broker (Orion keeps one per tenant).
+        if v is not None and not _TENANT.fullmatch(v):
+            raise ValueError(f"a tenant is 1 to 50 ASCII letters, digits, '_' or '-' (got {v[:60]!r})")
+        return v
+
 
 UPLINK_TYPES: dict[str, type[UplinkBase]] = {
     "console": ConsoleUplinkConfig,
@@ -207,6 +290,7 @@ class Config(BaseModel):
     uplinks: list[UplinkBase] = []
     sensors: list[SensorOptions] = []
     source: str = "<config>"
+    warnings: list[str] = []  # `FILE:LINE: key.path: warning: ...` (gateway/config_warnings.py)
 
     def sensor(self, sensor_id: str) -> SensorOptions:
         for s in self.sensors:
@@ -232,17 +316,38 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The keys the section at `loc` (inside `model`) accepts."""
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model of the section at `loc` (inside `model`)."""
     for part in loc:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
         sub = _submodel(field.annotation) if field else None
         if sub is None:
-            return []
+            return None
         model = sub
-    return list(model.model_fields)
+    return model
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys the section at `loc` (inside `model`) accepts."""
+    found = _model_at(model, loc)
+    return list(found.model_fields) if found else []
+
+
+def _unit_note(err: dict[str, Any], model: type[BaseModel]) -> str:
+    """For a key with a unit: what it takes (range and unit), and a hint for mm or cm written for m."""
+    loc = tuple(err["loc"])
+    parent = _model_at(model, loc[:-1]) if loc and isinstance(loc[-1], str) else None
+    field = parent.model_fields.get(loc[-1]) if parent else None
+    unit = keydoc.unit_of(field) if field else None
+    if unit is None:
+        return ""
+    note = f"; {loc[-1]}: {keydoc.type_text(field)}"
+    limit, value = (err.get("ctx") or {}).get("le"), err.get("input")
+    if unit == "m" and isinstance(limit, (int, float)) and isinstance(value, (int, float)):
+        note += looks_like(value, limit)
+    return note
 
 
 def _unknown_key(key: str, known: list[str]) -> str:
@@ -264,6 +369,7 @@ _PLAIN = {
     "int_from_float": "must be a whole number",
     "float_type": "must be a number",
     "float_parsing": "must be a number",
+    "finite_number": "must be a finite number, at most about 1.8e308 (not .inf or .nan)",
     "bool_type": "must be true or false",
     "bool_parsing": "must be true or false",
     "string_type": "must be text (put it in quotes)",
@@ -283,14 +389,14 @@ def _message(err: dict[str, Any], model: type[BaseModel]) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "literal_error":
-        return f"must be {ctx['expected']}{_got(err)}"
+        return f"must be {ctx['expected']}{_got(err)}{_unit_note(err, model)}"
     if kind in _PLAIN:
-        return _PLAIN[kind] + _got(err)
+        return _PLAIN[kind] + _got(err) + _unit_note(err, model)
     bounds = {"greater_than": "greater than", "greater_than_equal": "at least",
               "less_than": "less than", "less_than_equal": "at most"}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit:g}{_got(err)}"
+        return f"must be {bounds[kind]} {limit:g}{_got(err)}{_unit_note(err, model)}"
     msg = err["msg"]
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
@@ -312,7 +418,7 @@ class _Collector:
                 loc = tuple(err["loc"])
                 key = (err.get("ctx") or {}).get("key")
                 if err["type"] == "key_error" and key:
-                    loc += (key,)
+                    loc += tuple(key.split("."))
                 self.add(prefix + loc, _message(err, model))
             return None
 
@@ -359,6 +465,11 @@ def driver_problem(name: str, exc: registry.DriverLoadError) -> str:
     return str(exc)
 
 
+def sensor_model(driver: type[Driver]) -> type[SensorOptions]:
+    """A sensor entry's model: the driver's own keys, plus the pipeline's for a distance sensor."""
+    return compose(driver.Options)
+
+
 def parse_config(text: str, file: str = "<config>") -> Config:
     data, lines, problems = yamlsource.load(text, file)
     if data is None:
@@ -383,6 +494,8 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     storage = StorageSection()
     if data.get("storage") is not None and out.mapping(data["storage"], ("storage",)):
         storage = out.validate(StorageSection, data["storage"], ("storage",))
+    for message in storage_path_problems(storage.path, file) if storage is not None else ():
+        out.add(("storage", "path"), message)
     service = ServiceSection()
     if data.get("service") is not None and out.mapping(data["service"], ("service",)):
         service = out.validate(ServiceSection, data["service"], ("service",))
@@ -413,7 +526,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         except registry.DriverLoadError as exc:
             out.add(("sensors", i, "driver"), driver_problem(name, exc))
             continue
-        sensors.append(out.validate(driver.Options, raw, ("sensors", i)))
+        sensors.append(out.validate(sensor_model(driver), raw, ("sensors", i)))
 
     if problems or gateway is None or storage is None or service is None:
         raise ConfigError(sorted(problems, key=lambda p: p.line))
@@ -421,10 +534,26 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     _cross_checks(config, out)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line))
+    from gateway.config_warnings import config_warnings
+    config.warnings = config_warnings(config, file, lines.line_of)
     return config
 
 
+def _tls_checks(config: Config, out: _Collector) -> None:
+    """TLS material loaded exactly as the uplinks will load it at run time."""
+    from gateway import tls
+    for i, u in enumerate(config.uplinks):
+        files = {k: getattr(u, k, None) for k in ("ca_file", "cert_file", "key_file")}
+        if not any(files.values()):
+            continue
+        try:
+            tls.client_context(**files)
+        except tls.TlsError as exc:
+            out.add(("uplinks", i, exc.key), str(exc))
+
+
 def _cross_checks(config: Config, out: _Collector) -> None:
+    _tls_checks(config, out)
     if any(isinstance(u, NgsiLdUplinkConfig) for u in config.uplinks):
         for i, s in enumerate(config.sensors):
             if config.location_of(s) is None:
@@ -443,12 +572,19 @@ def _cross_checks(config: Config, out: _Collector) -> None:
             out.add(("sensors", i, "temperature_from"), f"must name a bme280 sensor ({found})")
 
 
-def load_config(path: str | Path) -> Config:
+def read_config_text(path: str | Path) -> str:
+    """The config file's text, bounded: a regular file of at most
+    yamlsource.MAX_BYTES (a FIFO, /dev/zero or a 50 MB file is one problem)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(str(path), 0, "(file)", f"cannot read config: {exc.strerror or exc}")]) from None
+        data = read_regular(path, yamlsource.MAX_BYTES)
+    except ValueError as exc:
+        raise ConfigError([Problem(str(path), 0, "(file)", f"cannot read config: {exc}")]) from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([Problem(str(path), 0, "(file)", "config is not UTF-8 text")]) from None
-    return parse_config(text, str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    return parse_config(read_config_text(path), str(path))

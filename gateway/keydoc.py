@@ -5,6 +5,7 @@ without opening the source."""
 from __future__ import annotations
 
 import types
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -37,7 +38,7 @@ def _type_name(annotation: Any, meta: list[Any]) -> str:
         return " | ".join(parts)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "{" + ", ".join(annotation.model_fields) + "}"
-    names = {bool: "true/false", int: "whole number", float: "number", str: "text"}
+    names = {bool: "true/false", int: "whole number", float: "number", str: "text", Path: "file path"}
     base = names.get(annotation, getattr(annotation, "__name__", str(annotation)))
     for m in meta:
         for cls, sign, attr in ((Gt, ">", "gt"), (Ge, ">=", "ge"), (Lt, "<", "lt"), (Le, "<=", "le")):
@@ -52,18 +53,36 @@ def _default(field: FieldInfo) -> str:
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "optional"
+    if isinstance(value, Path):
+        return f"default {value}"
     if isinstance(value, float) and field.metadata and any(getattr(m, "func", None) is fields.parse_duration
                                                            for m in field.metadata):
         return f"default {value:g}s"
     return f"default {value!r}"
 
 
-def describe_keys(model: type[BaseModel], skip: set[str] = frozenset()) -> list[str]:
-    rows = []
-    for key, field in model.model_fields.items():
-        if key in skip:
-            continue
-        rows.append((key, _type_name(field.annotation, list(field.metadata)), _default(field), field.description or ""))
+def unit_of(field: FieldInfo) -> str | None:
+    """The unit a key is in (`json_schema_extra={"unit": "m"}` on its Field), or None."""
+    extra = field.json_schema_extra
+    return extra.get("unit") if isinstance(extra, dict) else None
+
+
+def type_text(field: FieldInfo) -> str:
+    """What a key takes, with its range and unit: e.g. `number > 0 <= 10 m`."""
+    unit = unit_of(field)
+    return _type_name(field.annotation, list(field.metadata)) + (f" {unit}" if unit else "")
+
+
+def key_rows(model: type[BaseModel], skip: set[str] = frozenset(), first: list[str] = ()) -> list[tuple[str, str, str, str]]:
+    """(key, type with range and unit, default, description) of each key of a config model; `first` lead."""
+    keys = [k for k in first if k in model.model_fields] + [k for k in model.model_fields if k not in first]
+    return [(key, type_text(model.model_fields[key]), _default(model.model_fields[key]),
+             model.model_fields[key].description or "") for key in keys if key not in skip]
+
+
+def describe_keys(model: type[BaseModel], skip: set[str] = frozenset(), first: list[str] = ()) -> list[str]:
+    """One line per key; the keys in `first` lead, in that order."""
+    rows = key_rows(model, skip, first)
     if not rows:
         return ["(no keys of its own)"]
     width = [max(len(r[i]) for r in rows) for i in range(3)]

@@ -47,7 +47,9 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = (record.name, record.levelno, record.getMessage())
+        # A record may say it starts a new episode of a condition (`extra={"episode": n}`): the same
+        # words after a recovery are news, not a repeat.
+        key = (record.name, record.levelno, record.getMessage(), getattr(record, "episode", None))
         now = self.now()
         entry = self.seen.get(key)
         if entry is None or now - entry[0] >= self.window:

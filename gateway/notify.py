@@ -64,6 +64,10 @@ class Notifier:
     def stopping(self, status: str) -> None:
         self.send("STOPPING=1", f"STATUS={status}")
 
+    def extend_timeout(self, seconds: float) -> None:
+        """Still starting (e.g. waiting for disk space): systemd's start timeout must not kill us."""
+        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
+
     def keepalive(self) -> None:
         self.send("WATCHDOG=1")
 

@@ -9,14 +9,17 @@ every rule is testable with a table. Time comes from the reading
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import statistics
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable
 
-from gateway.sdk.driver import AlertLevels, DistanceOptions, Driver, SensorOptions
+from gateway import pipeline_state
+from gateway.pipeline_state import SensorState
+from gateway.pipeline_options import AlertLevels, DistanceRules, is_distance
+from gateway.sdk.driver import SensorOptions
 from gateway.sdk.reading import Reading, Value
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,38 @@ DAY = 86_400.0
 JUMP_RESET = 3  # consecutive readings that agree on a new level make it the new baseline
 
 Latest = Callable[[str], Reading | None]  # sensor id -> its latest reading, or None
+Recall = Callable[[str], dict[str, str]]  # Buffer.recall: key prefix -> {key: text}
+Remember = Callable[[str, str | None], None]  # Buffer.remember: key, text (None forgets)
+# The options levels are derived with: when one changes, saved levels and windows no longer compare.
+MEASURING_KEYS = ("kind", "mount_height", "air_temperature", "temperature_from", "temperature_max_age",
+                  "median_window", "max_jump", "snowfall_deadband")
+
+
+def state_key(sensor_id: str) -> str:
+    return f"pipeline:{sensor_id}"
+
+
+def saved_state(recall: Recall, sensor_id: str) -> str | None:
+    """The state kept for `sensor_id` (Buffer.recall matches a prefix: river-1 must not find river-10)."""
+    key = state_key(sensor_id)
+    return recall(key).get(key)
+
+
+def kept_fields(options: SensorOptions) -> frozenset[str]:
+    """The parts of the state some rule of these options reads (the rest is not saved)."""
+    keep = {"last_level": getattr(options, "max_jump", None) is not None,
+            "recent": getattr(options, "median_window", 1) > 1,
+            "history": getattr(options, "rise_rate", None) is not None,
+            "snow": getattr(options, "kind", None) == "snow_depth"}
+    return frozenset(k for k, used in keep.items() if used)
+
+
+def forget_other_sensors(recall: Recall, remember: Remember, sensor_ids) -> None:
+    """Drop the state of sensors no longer configured (removed while the daemon was stopped)."""
+    keep = {state_key(i) for i in sensor_ids}
+    for key in recall(state_key("")):
+        if key not in keep:
+            remember(key, None)
 
 
 # --- pure rules ----------------------------------------------------------------------------------
@@ -87,53 +122,46 @@ def rise_rate(history: list[tuple[float, float]]) -> float | None:
     """m/h: least-squares slope of (seconds, level) points; None with fewer than
     two distinct times. A fit, not two end points, so one noisy reading cannot
     fake a flood."""
-    if len(history) < 2 or history[-1][0] == history[0][0]:
+    if len(history) < 2:
         return None
     times, levels = zip(*history)
-    return statistics.linear_regression(times, levels).slope * HOUR
+    try:
+        return statistics.linear_regression(times, levels).slope * HOUR
+    except statistics.StatisticsError:  # times too close for a fit (their variance underflows to 0)
+        return None
 
 
 def window_sum(events: deque[tuple[float, float]], now: float, span: float) -> float:
     return sum((amount for t, amount in events if t > now - span), 0.0)
 
 
-# --- state ---------------------------------------------------------------------------------------
-
-@dataclass
-class SensorState:
-    stage: str = "normal"
-    last_level: float | None = None  # the last accepted (not suspect) raw level
-    suspect_run: list[float] = field(default_factory=list)  # consecutive jumped levels
-    recent: deque = field(default_factory=deque)  # accepted raw levels for the median
-    history: deque = field(default_factory=deque)  # river: (monotonic, filtered level) for the rise rate
-    snow_reference: float | None = None  # lowest depth since the last counted snowfall
-    snowfall: deque = field(default_factory=deque)  # (monotonic, m of new snow)
-    fast: bool = False
-
-
 class Pipeline:
-    """One per sensor. `driver` says whether the device compensates for air
-    temperature (default: looked up by the sensor's driver name); `latest`
-    gives other sensors' latest readings (for `temperature_from`)."""
+    """One per sensor. What it needs to know of the device (does it compensate
+    for air temperature, what speed of sound it assumed) comes with each
+    reading; `latest` gives other sensors' latest readings (for `temperature_from`).
+
+    State: with the first reading, what was kept for this sensor is looked up
+    with `recall` (Buffer.recall, the buffer's `pipeline:<sensor>`: at the first
+    reading, not before, so a pipeline that replaced another on a reload takes
+    over what that one left); after a reading the changed state goes to
+    `remember` (Buffer.remember), which writes it in the same commit."""
 
     def __init__(self, options: SensorOptions, location: tuple[float, float] | None, *,
-                 driver: type[Driver] | None = None, latest: Latest | None = None):
+                 latest: Latest | None = None, recall: Recall | None = None, remember: Remember | None = None,
+                 boot: str = ""):
         self.options = options
         self.location = location
-        if driver is None:
-            from gateway import registry  # late: the registry is only needed when no class is given
-            try:
-                driver = registry.load(options.driver)
-            except registry.DriverLoadError:  # a validated config always loads; a bare test object may not
-                driver = Driver
-        self.driver = driver
         self.latest = latest or (lambda sensor_id: None)
         self.state: dict[str | None, SensorState] = {}
+        self.key = state_key(options.id)
+        self._remember = remember
+        self._recall, self._boot = recall, boot
+        self._measure = json.dumps([getattr(options, k, None) for k in MEASURING_KEYS], default=str)
+        self._keep = kept_fields(options)
+        self._remembered: list | None = None  # the states as last handed to `remember`
         self._warned_no_temperature = False
-        given = [k for k in ("air_temperature", "temperature_from") if getattr(options, k, None) is not None]
-        if given and driver.temperature_compensated:
-            log.warning("sensor %s: driver %s compensates for air temperature itself; %s not used",
-                        options.id, options.driver, " and ".join(given))
+        self._unused_temperature = [k for k in ("air_temperature", "temperature_from")
+                                    if getattr(options, k, None) is not None]
 
     @property
     def interval_override(self) -> float | None:
@@ -144,9 +172,37 @@ class Pipeline:
 
     def process(self, reading: Reading) -> Reading:
         reading.location = self.location
-        if isinstance(self.options, DistanceOptions) and reading.kind in ("river_level", "snow_depth"):
+        if is_distance(self.options) and reading.kind in ("river_level", "snow_depth"):
+            if self._recall is not None:
+                self._restore(reading)
             self._distance(reading, self.state.setdefault(reading.device, SensorState()))
+            self._save(reading)
         return reading
+
+    def _restore(self, first: Reading) -> None:
+        saved = saved_state(self._recall, self.options.id)
+        self._recall = None
+        if saved is None:
+            return
+        self.state = pipeline_state.load(saved, first, self._boot, self._measure)
+        stages = STAGES if first.kind == "river_level" else SNOW_STAGES
+        for device, state in self.state.items():
+            if state.stage not in stages:  # saved under another kind (or edited by hand)
+                log.warning("sensor %s: saved stage %r is not one of %s; starting from normal",
+                            self.options.id, state.stage, ", ".join(stages))
+                self.state[device] = SensorState()
+
+    def _save(self, reading: Reading) -> None:
+        """Hand the state to `remember` when it changed (it goes in the commit with this reading)."""
+        saved = pipeline_state.devices(self.state, self._keep)
+        if self._remember is not None and saved != self._remembered:
+            self._remember(self.key, pipeline_state.dump(saved, reading, self._boot, self._measure))
+            self._remembered = saved
+
+    def forget(self) -> None:
+        """The sensor is gone from the config: drop its saved state."""
+        if self._remember is not None:
+            self._remember(self.key, None)
 
     # --- distance sensors --------------------------------------------------------------------------
 
@@ -167,7 +223,7 @@ class Pipeline:
         return o.air_temperature
 
     def _distance(self, r: Reading, state: SensorState) -> None:
-        o: DistanceOptions = self.options  # type: ignore[assignment]
+        o: DistanceRules = self.options  # type: ignore[assignment]
         distance = r.value("distance")
         if not isinstance(distance, (int, float)) or isinstance(distance, bool) or r.quality == "error":
             self._stage_value(r, state)
@@ -177,10 +233,12 @@ class Pipeline:
             r.quality, r.error = "error", r.error or f"distance is {distance}"
             self._stage_value(r, state)
             return
-        if not self.driver.temperature_compensated:
+        if r.temperature_compensated:
+            self._warn_unused_temperature()
+        else:
             temp = self.air_temperature(r.monotonic)
             if temp is not None:
-                distance = round(corrected_distance(distance, temp, self.driver.assumed_sound_speed), 4)
+                distance = round(corrected_distance(distance, temp, r.assumed_sound_speed), 4)
                 r.values["distance"] = Value(distance, "m")
                 r.values.setdefault("air_temperature", Value(round(temp, 2), "°C"))
         if o.mount_height is None:
@@ -196,10 +254,16 @@ class Pipeline:
                 self._snow(r, state, level)
         self._stage_value(r, state)
 
+    def _warn_unused_temperature(self) -> None:
+        if self._unused_temperature:  # once: the device says so with every reading
+            log.warning("sensor %s: the %s device compensates for air temperature itself; %s not used",
+                        self.options.id, self.options.driver, " and ".join(self._unused_temperature))
+            self._unused_temperature = []
+
     def _plausible(self, r: Reading, state: SensorState, raw: float) -> float:
         """Marks jumps `suspect` (published, never dropped, kept out of the
         filters); returns the median-filtered level of accepted readings."""
-        o: DistanceOptions = self.options  # type: ignore[assignment]
+        o: DistanceRules = self.options  # type: ignore[assignment]
         if r.quality == "ok" and is_jump(state.last_level, raw, o.max_jump):
             run = state.suspect_run
             if run and abs(raw - run[-1]) > o.max_jump:
@@ -223,10 +287,11 @@ class Pipeline:
         return round(statistics.median(state.recent), 4)
 
     def _river(self, r: Reading, state: SensorState, level: float) -> None:
-        o: DistanceOptions = self.options  # type: ignore[assignment]
-        state.history.append((r.monotonic, level))
-        while state.history and state.history[0][0] < r.monotonic - o.rise_window:
-            state.history.popleft()
+        o: DistanceRules = self.options  # type: ignore[assignment]
+        if o.rise_rate is not None:  # the rise rate is the history's only use: kept (and saved) only for it
+            state.history.append((r.monotonic, level))
+            while state.history and state.history[0][0] < r.monotonic - o.rise_window:
+                state.history.popleft()
         if o.alert_levels is not None:
             stage = alert_stage(level, state.stage, o.alert_levels, o.hysteresis)
             r.alert = stage != state.stage
@@ -236,14 +301,14 @@ class Pipeline:
             state.fast = state.stage != "normal" or (rate is not None and rate > o.rise_rate)
 
     def _snow(self, r: Reading, state: SensorState, depth: float) -> None:
-        o: DistanceOptions = self.options  # type: ignore[assignment]
+        o: DistanceRules = self.options  # type: ignore[assignment]
         now = r.monotonic
         # New snow only: count a gain over the lowest depth since the last counted
         # snowfall once it clears the dead band; settling and melt lower the reference.
         if state.snow_reference is None or depth < state.snow_reference:
             state.snow_reference = depth
         elif depth - state.snow_reference > o.snowfall_deadband:
-            state.snowfall.append((now, depth - state.snow_reference))
+            state.snowfall.append((now, round(depth - state.snow_reference, 4)))  # depths have 4 decimals
             state.snow_reference = depth
         while state.snowfall and state.snowfall[0][0] <= now - DAY:
             state.snowfall.popleft()

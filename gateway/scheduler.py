@@ -7,6 +7,10 @@
   not returned, no new read is started for that sensor.
 - A failing sensor is closed, backed off exponentially and reopened; its state
   is logged on every change and recorded for `gateway buffer stats`.
+- The device has one thread: a close after a hung read queues behind it, so the
+  device is never reopened before the stuck call returned and the close ran.
+- A reading the sink cannot take (pipeline or buffer) is logged and counted by
+  the sink; the sensor reads on whatever the sink raises.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class SensorRunner:
         self.sink = sink
         self.on_state = on_state
         self.state = "starting"
+        self.state_since = time.monotonic()  # how long a failing sensor has failed (/healthz)
         self.detail: str | None = None
         self.failures = 0
         self.read_errors = 0  # failed reads in all (status, metrics)
@@ -44,6 +49,7 @@ class SensorRunner:
         self.interval_override: float | None = None  # e.g. a river's fast interval while in alert
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sensor-{self.id}")
         self._busy: asyncio.Future | None = None
+        self._closing: asyncio.Future | None = None
         self._opened = False
         self._backoff = Backoff(max(self.options.interval, 1.0), max(self.options.interval, 300.0))
 
@@ -64,6 +70,8 @@ class SensorRunner:
             log.info("sensor %s (%s): reading", self.id, self.driver.name)
         else:
             log.warning("sensor %s (%s): %s%s", self.id, self.driver.name, state, f": {detail}" if detail else "")
+        if state != self.state:
+            self.state_since = time.monotonic()
         self.state, self.detail = state, detail
         self.on_state(self.id, state, detail, self.failures)
 
@@ -81,14 +89,15 @@ class SensorRunner:
                     await asyncio.sleep(delay)
                 if not self.driver.event_driven:
                     n = max(n + 1, math.ceil((loop.time() - start) / interval))
-        finally:
-            await self.close()
+        finally:  # the device thread stays: a restarted run() uses it again, after this close
+            if self._opened or self._stuck:
+                await asyncio.shield(self._close_driver())
 
     async def read_once(self) -> float:
         """One read; returns a backoff delay after a failure, else 0."""
         self.last_attempt = time.monotonic()
         loop = asyncio.get_running_loop()
-        if self._busy is not None and not self._busy.done():
+        if self._stuck:
             self._set_state("hung", f"a read has not returned for more than {self.options.read_timeout:g}s")
             return 0.0
         timeout = self.options.read_timeout
@@ -117,19 +126,54 @@ class SensorRunner:
         for reading in readings:
             self.reads += 1
             self.last_reading = reading
-            self.sink(reading)
+            try:
+                self.sink(reading)
+            except Exception:  # the sink logs and counts what it refuses; this sensor reads on
+                log.exception("sensor %s: a reading was lost in the sink", self.id)
         self._set_state("ok")
         return 0.0
 
     async def _close_driver(self) -> None:
+        """Close the device. One device thread: behind a hung call the close waits
+        its turn, and the next open waits for the close (see `read_once`'s busy check)."""
         self._opened = False
-        if self._busy is not None and not self._busy.done():
-            return  # the device thread is stuck; close when it returns
+        if self._closing is not None and not self._closing.done():
+            return  # a close is already queued behind the stuck call
+        stuck = self._stuck
+        self._busy = self._closing = asyncio.get_running_loop().run_in_executor(self._executor, self._close_quietly)
+        if not stuck:
+            await asyncio.shield(self._busy)
+
+    def _close_quietly(self) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.driver.close)
+            self.driver.close()
         except Exception as exc:
             log.debug("sensor %s: close failed: %s", self.id, exc)
 
+    def facts(self) -> dict:
+        """What the health view shows of this sensor."""
+        return {"driver": self.driver.name, "state": self.state, "detail": self.detail, "failures": self.failures,
+                "reads": self.reads, "read_errors": self.read_errors, "quiet_s": time.monotonic() - self.last_attempt,
+                "state_for_s": time.monotonic() - self.state_since,
+                "stall_limit": self.stall_limit}
+
     async def close(self) -> None:
-        await asyncio.shield(self._close_driver())
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """At the end of the runner's life: close the device, then let its thread go
+        (a close queued behind a hung read still runs when the read returns)."""
+        if self._opened or self._stuck:
+            await asyncio.shield(self._close_driver())
+        self._executor.shutdown(wait=False)
+
+    @property
+    def _stuck(self) -> bool:
+        return self._busy is not None and not self._busy.done()
+
+    def device_released(self) -> asyncio.Future | None:
+        """After close(): the pending close behind a stuck call, or None if the device is free."""
+        return self._busy if self._stuck else None
+
+    def open_after(self, released: asyncio.Future | None) -> None:
+        """A successor on the same device (a reload) opens it only once `released`
+        is done: until then it reports "hung", like a stuck call of its own."""
+        if released is not None and not released.done():
+            self._busy = released

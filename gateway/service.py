@@ -1,36 +1,47 @@
-"""The daemon: wires drivers → pipeline → buffer → delivery workers → uplinks,
-and stops cleanly on SIGTERM/SIGINT (SPEC §1): stop reading, commit, keep
-delivering for up to `shutdown_timeout`, leave the rest in the buffer.
+"""The daemon's composition root: wires drivers → pipeline → buffer → delivery
+workers → uplinks, and stops cleanly on SIGTERM/SIGINT (SPEC §1): stop
+reading, commit, keep delivering for up to `shutdown_timeout`, leave the rest
+in the buffer.
 
-Around that core it lives with systemd and technicians: sd_notify READY/STATUS
-and watchdog keep-alives only while its loops make progress (notify.py), a
-status socket (status.py), optional metrics (metrics.py), readings flagged and
-later corrected while the clock is untrusted (clock.py), and SIGHUP reloads of
-sensors and uplinks without touching the buffer.
+The work is done by its parts, each owning its own state:
+- sensor_supervisor.py: runners, pipelines, `accept`;
+- uplink_supervisor.py: transports and delivery workers;
+- supervisor.py: every task, restarted with backoff when it dies;
+- clock_corrector.py: clock trust and the rewrite of flagged readings;
+- reload.py: SIGHUP reloads, all-or-nothing;
+- health.py: the read-only view that status, metrics, the watchdog and
+  systemd's STATUS= read.
+This module only builds them, hands each the callables it needs, and runs the
+lifecycle: signals, the commit loop, the watchdog, the stop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
 import time
 from pathlib import Path
 
-from gateway import registry
+from gateway import catalogue
 from gateway.buffer import Buffer
-from gateway.clock import Clock, SystemClock, corrected
+from gateway.bufferfile import open_when_possible
+from gateway.clock import Clock, SystemClock
+from gateway.clock_corrector import ClockCorrector
 from gateway.config import Config, ConfigError, load_config
-from gateway.delivery import Delivery
-from gateway.ids import IdGenerator
+from gateway.health import HealthView, Sources
+from gateway.ids import IdGenerator, IdStamper
+from gateway.instance import AlreadyRunning, InstanceLock
+from gateway.metrics import MetricsServer
 from gateway.notify import Notifier
-from gateway.pipeline import Pipeline
+from gateway.pipeline import forget_other_sensors
 from gateway.sdk.devices import Devices
-from gateway.sdk.reading import Reading, epoch_ms
-from gateway.scheduler import SensorRunner
-from gateway.uplinks import make_transport
+from gateway.reload import ReloadPlan, ReloadRefused, outcome
+from gateway.sensor_supervisor import SensorSupervisor
+from gateway.status import StatusServer, socket_path
+from gateway.supervisor import TaskSupervisor
+from gateway.uplink_supervisor import UplinkSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -51,97 +62,97 @@ def dump_tasks() -> None:
 
 class Gateway:
     def __init__(self, config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None,
-                 devices: dict[str, Devices] | None = None):
-        self.config = config
-        self.devices = devices or {}  # device sets handed in (tests, the simulated rig) by the `devices` name
-        self.clock = clock or SystemClock(config.service.clock_check)
+                 devices: dict[str, Devices] | None = None, clock_poll: float = 5.0):
+        self.config = config  # the config in effect: replaced only by a reload that fully applied
+        self._devices = devices or {}  # device sets handed in (tests, the simulated rig) by the `devices` name
+        self._clock = clock or SystemClock(config.service.clock_check)
+        self._clock_poll = clock_poll  # seconds between clock checks while untrusted
         self.notifier = notifier or Notifier()
-        self.clock_poll = 5.0  # seconds between clock checks while untrusted
         self.stopping = asyncio.Event()
-        self.runners: dict[str, SensorRunner] = {}
-        self.pipelines: dict[str, Pipeline] = {}
-        self.latest: dict[str, Reading] = {}  # per sensor, as published: the pipeline's `temperature_from`
-        self.deliveries: list[Delivery] = []
-        self.sensor_tasks: dict[str, asyncio.Task] = {}
-        self.delivery_tasks: dict[str, asyncio.Task] = {}
-        self.transports: dict[str, object] = {}
-        self.uplink_types: dict[str, str] = {}
-        self.error_readings: dict[str, int] = {}
-        self.readings_total = 0
-        self.clock_synced = True
-        self.started_monotonic = time.monotonic()
-        self.last_commit = time.monotonic()
-        self._core_tasks: list[asyncio.Task] = []
+        self.tasks = TaskSupervisor(on_change=self._changed)
+        self.last_reload: dict | None = None
+        self._last_commit = time.monotonic()
         self._reload_task: asyncio.Task | None = None
         self._started = False  # reloads wait until start-up is done
+        self.health: HealthView | None = None  # the parts exist once run() opened the buffer
+        self.sensors: SensorSupervisor | None = None
+        self.uplinks: UplinkSupervisor | None = None
+        self.web_server = None  # the on-site page (gateway/web.py), when service.web is set
 
-    # --- readings in ---------------------------------------------------------------------------
+    def _changed(self) -> None:
+        if self.health is not None:
+            self.health.changed()
 
-    def accept(self, reading: Reading) -> None:
-        """A driver's reading: derive, stamp, and append to the buffer."""
-        pipeline = self.pipelines[reading.sensor]
-        reading = pipeline.process(reading)
-        self.latest[reading.sensor] = reading
-        runner = self.runners.get(reading.sensor)
-        if runner is not None:  # a river in alert or rising fast is read more often
-            runner.interval_override = pipeline.interval_override
-        reading.gateway = self.config.gateway.id
-        reading.id = self.ids.next(reading.sensor)
-        if not self.clock_synced:
-            reading.clock_synced = False  # corrected in the buffer once the clock is trusted
-        if reading.quality == "error":
-            self.error_readings[reading.sensor] = self.error_readings.get(reading.sensor, 0) + 1
-        self.buffer.append(reading)
-        self.readings_total += 1
+    # --- building the parts --------------------------------------------------------------------
 
-    def _make_runner(self, options) -> SensorRunner:
-        devices = self.devices.get(options.devices) or registry.devices(options.devices)
-        driver = registry.load(options.driver)(options, devices)
-        self.pipelines[options.id] = Pipeline(options, self.config.location_of(options), driver=type(driver),
-                                              latest=self.latest.get)
-        runner = SensorRunner(driver, self.accept, self.buffer.set_sensor_state)
-        return runner
+    async def _open_storage(self) -> int | None:
+        """The instance lock (before the buffer and the status socket: a second daemon
+        touches neither), the buffer (waiting while it cannot open), the ids. An exit
+        code if the daemon must not go on."""
+        storage = self.config.storage
+        self.notifier.status("opening the buffer")
+        try:
+            self.instance = InstanceLock(storage.path).acquire()
+        except (AlreadyRunning, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        self.buffer = await open_when_possible(lambda: Buffer(
+            storage.path, [u.name for u in self.config.uplinks], gateway=self.config.gateway.id,
+            max_readings=storage.max_readings, durability=storage.durability, commit_rows=storage.commit_rows),
+            storage.path, self.notifier, self.stopping)
+        if self.buffer is None:
+            log.info("stopped before the buffer opened: nothing was read")
+            self.instance.release()
+            return 0
+        self.stamp = IdStamper(IdGenerator(self.config.gateway.id, id_lease_file(storage.path)), self.buffer.append)
+        return None
 
-    # --- sensors and uplinks, started and stopped one by one (start and reload) ------------------
+    def _build(self) -> None:
+        cfg = self.config
+        self.corrector = ClockCorrector(self._clock, self.buffer, hold=cfg.service.clock_hold, stopping=self.stopping,
+                                    poll=self._clock_poll)
+        self.sensors = SensorSupervisor(cfg.gateway.id, self.buffer, self.stamp, self.tasks, devices=self._devices,
+                                        clock_synced=self.corrector.is_synced, on_change=self._changed)
+        forget_other_sensors(self.buffer.recall, self.buffer.remember, [s.id for s in cfg.sensors])
+        self.uplinks = UplinkSupervisor(self.buffer, cfg.gateway.id, self.tasks, catalogue.from_config(cfg),
+                                        clock_gate=self.corrector.gate, on_change=self._changed)
+        self.health = HealthView(Sources(
+            gateway_id=cfg.gateway.id, sensors=self.sensors.facts, uplinks=self.uplinks.facts,
+            tasks=self.tasks.facts, task_problems=self.tasks.problems, buffer=self.buffer,
+            clock_synced=self.corrector.is_synced, reload=lambda: self.last_reload,
+            commit_age=lambda: time.monotonic() - self._last_commit, commit_interval=cfg.storage.commit_interval,
+            stopping=self.stopping.is_set))
 
-    def _start_sensor(self, options) -> None:
-        runner = self._make_runner(options)
-        self.runners[options.id] = runner
-        self.sensor_tasks[options.id] = asyncio.create_task(runner.run(), name=f"sensor-{options.id}")
+    def _start_parts(self) -> None:
+        cfg = self.config
+        # One part that cannot be set up (a secret file gone since the check) must not stop the others:
+        # said once, loudly; an uplink's readings stay buffered for it.
+        for u in cfg.uplinks:
+            try:
+                unit = self.uplinks.build(u)
+            except Exception as exc:
+                log.error("uplink %s cannot be set up (%s: %s); its readings stay buffered", u.name,
+                          type(exc).__name__, exc)
+                continue
+            self.uplinks.add(unit)  # its task starts the transport, retrying on failure
+        for options in cfg.sensors:
+            try:
+                unit = self.sensors.build(options, cfg.location_of(options))
+            except Exception as exc:
+                log.error("sensor %s cannot be set up (%s: %s)", options.id, type(exc).__name__, exc)
+                continue
+            self.sensors.add(unit)
+        self.tasks.spawn("commit", self._commit_loop)
+        self.tasks.spawn("clock", self.corrector.watch)
+        self.tasks.spawn("watchdog", self._watchdog_loop)
+        self.tasks.spawn("health", self.health.watch)
 
-    async def _stop_sensor(self, sensor_id: str) -> None:
-        task = self.sensor_tasks.pop(sensor_id)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        self.runners.pop(sensor_id, None)
-        self.pipelines.pop(sensor_id, None)
-
-    async def _start_uplink(self, u) -> None:
-        transport = make_transport(u, self.config.gateway.id, self.config)
-        await transport.start()
-        delivery = Delivery(self.buffer, transport, getattr(u, "reconnect_max", 30.0))
-        self.transports[u.name] = transport
-        self.uplink_types[u.name] = u.type
-        self.deliveries.append(delivery)
-        self.delivery_tasks[u.name] = asyncio.create_task(self._deliver(delivery), name=f"deliver-{u.name}")
-
-    async def _stop_uplink(self, name: str) -> None:
-        task = self.delivery_tasks.pop(name)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        delivery = next(d for d in self.deliveries if d.name == name)
-        self.deliveries.remove(delivery)
-        delivery.detach()
-        await self.transports.pop(name).stop()
-
-    async def _deliver(self, delivery: Delivery) -> None:
-        await self._clock_gate()
-        await delivery.run()
+    def health_problems(self) -> list[str]:
+        return self.health.problems()
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    async def run(self) -> int:
-        cfg = self.config
+    def _signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
@@ -149,65 +160,65 @@ class Gateway:
         loop.add_signal_handler(signal.SIGUSR2, dump_tasks)
         if os.environ.get("GATEWAY_DEBUG_HOOKS") == "1":
             loop.add_signal_handler(signal.SIGRTMIN, _freeze_event_loop)
-        self.notifier.status("opening the buffer")
-        self.buffer = Buffer(cfg.storage.path, [u.name for u in cfg.uplinks], gateway=cfg.gateway.id,
-                             max_readings=cfg.storage.max_readings,
-                             durability=cfg.storage.durability, commit_rows=cfg.storage.commit_rows)
-        self.ids = IdGenerator(cfg.gateway.id, id_lease_file(cfg.storage.path))
-        self._first_seq = self.buffer.last_seq + 1  # monotonic times are only comparable within this run
-        self.clock_synced = self.clock.synced()
-        self._clock_trusted = asyncio.Event()
-        if self.clock_synced:
-            self._clock_trusted.set()
-        else:
-            log.warning("the clock is not synchronised: readings are flagged \"clock\": \"unsynced\" and their "
-                        "times corrected once it is; deliveries wait for it up to %gs", cfg.service.clock_hold)
-        for u in cfg.uplinks:
-            await self._start_uplink(u)
-        for options in cfg.sensors:
-            self._start_sensor(options)
-        from gateway.status import StatusServer, socket_path
-        self.status_server = StatusServer(self, socket_path(cfg))
+
+    async def run(self) -> int:
+        cfg = self.config
+        self._signals()
+        opened = await self._open_storage()
+        if opened is not None:
+            return opened
+        self._build()
+        self._start_parts()
+        self.status_server = StatusServer(self.health.snapshot, socket_path(cfg))
         await self.status_server.start()
         self.metrics_server = None
         if cfg.service.metrics_port:
-            from gateway.metrics import MetricsServer
-            self.metrics_server = MetricsServer(self, cfg.service.metrics_port)
+            self.metrics_server = MetricsServer(self.health.snapshot, self.health.problems, cfg.service.metrics_port,
+                                                unhealthy_after=cfg.service.unhealthy_after)
             await self.metrics_server.start()
-        self._core_tasks = [asyncio.create_task(self._commit_loop(), name="commit"),
-                            asyncio.create_task(self._watch_clock(), name="clock"),
-                            asyncio.create_task(self._watchdog_loop(), name="watchdog")]
-        log.info("gateway %s running: %d sensors, %d uplinks (%s), buffer %s", cfg.gateway.id, len(self.runners),
-                 len(self.deliveries), ", ".join(f"{u.name}:{u.type}" for u in cfg.uplinks) or "none", cfg.storage.path)
+        if cfg.service.web is not None:
+            await self._start_web(cfg.service.web)
+        log.info("gateway %s running: %d sensors, %d uplinks (%s), buffer %s", cfg.gateway.id, len(cfg.sensors),
+                 len(cfg.uplinks), ", ".join(f"{u.name}:{u.type}" for u in cfg.uplinks) or "none", cfg.storage.path)
         self._started = True
-        self.notifier.ready(self.status_line())
-
+        self.notifier.ready(self.health.status_line())
         await self.stopping.wait()
+        return await self._shutdown()
+
+    async def _shutdown(self) -> int:
         self.notifier.stopping(f"stopping: delivering for up to {self.config.gateway.shutdown_timeout:g}s")
         if self._reload_task is not None:
             await asyncio.gather(self._reload_task, return_exceptions=True)
-        sensor_tasks = list(self.sensor_tasks.values())
-        for t in sensor_tasks:
-            t.cancel()
-        await asyncio.gather(*sensor_tasks, return_exceptions=True)
+        await self.sensors.stop_all()
+        self.stamp.flush()
         self.buffer.commit()
-        await self._drain(self.config.gateway.shutdown_timeout)
-        for t in self._core_tasks:
-            t.cancel()
-        for t in self.delivery_tasks.values():
-            t.cancel()
-        await asyncio.gather(*self._core_tasks, *self.delivery_tasks.values(), return_exceptions=True)
-        for t in self.transports.values():
-            await t.stop()
+        await self.uplinks.drain(self.config.gateway.shutdown_timeout)
+        await self.tasks.stop_all(["commit", "clock", "watchdog", "health"])
+        await self.uplinks.stop_all()
         await self.status_server.stop()
+        if self.web_server is not None:
+            await self.web_server.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
-        left = {d.name: self.buffer.last_seq - self.buffer.acked[d.name] for d in self.deliveries}
-        self.buffer.close()
+        self.stamp.flush()
+        closed = self.buffer.close()
+        self.instance.release()
         self.notifier.close()
-        log.info("gateway stopped; readings left in the buffer for the next start: %s",
-                 ", ".join(f"{k}: {v}" for k, v in left.items()) or "none (no uplinks)")
+        log_stop(closed, len(self.stamp.held) + self.stamp.lost)
         return 0
+
+    async def _start_web(self, settings) -> None:
+        from gateway import logring
+        from gateway.history import RecentHistory, history_path
+        from gateway.web import WebServer
+        ring = next((h for h in logging.getLogger().handlers if isinstance(h, logring.LogRing)), None)
+        ring = ring or logring.install()
+        history = RecentHistory(history_path(self.config.storage.path))
+        self.sensors.on_reading = history.add  # the plots' own table, never the delivery buffer
+        self.web_server = WebServer.from_settings(
+            settings, snapshot=self.health.snapshot, history=history, log_lines=ring.lines,
+            sensor_options=lambda sid: next((s for s in self.config.sensors if s.id == sid), None))
+        await self.web_server.start()
 
     def request_stop(self, why: str = "request") -> None:
         if not self.stopping.is_set():
@@ -217,52 +228,9 @@ class Gateway:
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.storage.commit_interval)
+            self.stamp.flush()
             self.buffer.commit()
-            self.last_commit = time.monotonic()
-
-    async def _drain(self, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline and not all(d.caught_up for d in self.deliveries):
-            await asyncio.sleep(0.05)
-            self.buffer.commit()  # persist acks as they arrive
-
-    # --- health, systemd notify and watchdog -----------------------------------------------------
-
-    def health_problems(self) -> list[str]:
-        """Why the daemon is not making progress; empty when it is. An uplink that
-        is down or a failing sensor is not a problem here (a restart fixes
-        neither); a dead worker task or a stalled commit loop is."""
-        problems = []
-        stalled = time.monotonic() - self.last_commit
-        if stalled > max(5 * self.config.storage.commit_interval, 10.0):
-            problems.append(f"buffer commits stalled for {stalled:.0f}s")
-        if self.stopping.is_set():
-            return problems
-        for sid, runner in self.runners.items():
-            quiet = time.monotonic() - runner.last_attempt
-            if quiet > runner.stall_limit:
-                problems.append(f"sensor {sid}: scheduler has not tried a read for {quiet:.0f}s")
-        named = [(f"uplink {n}", t) for n, t in self.delivery_tasks.items()]
-        named += [(f"sensor {n}", t) for n, t in self.sensor_tasks.items()]
-        named += [(t.get_name(), t) for t in self._core_tasks]
-        for what, task in named:
-            if task.done():
-                exc = None if task.cancelled() else task.exception()
-                if exc is None and what == "clock":
-                    continue  # its job is done once the clock is trusted
-                problems.append(f"{what}: worker stopped ({exc!r})" if exc else f"{what}: worker stopped")
-        return problems
-
-    def status_line(self) -> str:
-        ok = sum(1 for r in self.runners.values() if r.state == "ok")
-        parts = [f"{len(self.runners)} sensors ({ok} reading)"]
-        for d in self.deliveries:
-            pending = self.buffer.last_seq - self.buffer.acked.get(d.name, self.buffer.last_seq)
-            parts.append(f"{d.name} {'up' if d.t.connected else 'DOWN'}, {pending} pending")
-        if not self.clock_synced:
-            parts.append("clock NOT synced")
-        return "; ".join(parts)
+            self._last_commit = time.monotonic()
 
     async def _watchdog_loop(self) -> None:
         """Keep-alives only after a health check: a blocked event loop never gets
@@ -272,53 +240,16 @@ class Gateway:
         reported: tuple[str, ...] = ()
         next_status = 0.0
         while True:
-            problems = tuple(self.health_problems())
+            problems = tuple(self.health.problems())
             if not problems:
                 self.notifier.keepalive()
             elif problems != reported:
                 log.error("not healthy, withholding watchdog keep-alives: %s", "; ".join(problems))
             reported = problems
             if time.monotonic() >= next_status:
-                self.notifier.status(self.status_line())
+                self.notifier.status(self.health.status_line())
                 next_status = time.monotonic() + min(interval, STATUS_EVERY)
             await asyncio.sleep(interval)
-
-    # --- clock ---------------------------------------------------------------------------------
-
-    async def _clock_gate(self) -> None:
-        """Deliveries wait (at most clock_hold) for a trusted clock, so readings
-        leave with corrected times; stopping ends the wait."""
-        if self._clock_trusted.is_set():
-            return
-        waits = [asyncio.ensure_future(self._clock_trusted.wait()), asyncio.ensure_future(self.stopping.wait())]
-        remaining = self.config.service.clock_hold - (time.monotonic() - self.started_monotonic)
-        await asyncio.wait(waits, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
-        if not self._clock_trusted.is_set() and not self.stopping.is_set():
-            log.warning("clock still not synchronised after %gs: delivering readings flagged \"unsynced\"",
-                        self.config.service.clock_hold)
-
-    async def _watch_clock(self) -> None:
-        while not self.clock_synced:
-            await asyncio.sleep(self.clock_poll)
-            if self.clock.synced():
-                self._clock_became_trusted()
-
-    def _clock_became_trusted(self) -> None:
-        offset = self.clock.wall() - time.monotonic()  # true wall time = monotonic + offset
-
-        def fix(rest: str):
-            fixed = corrected(json.loads(rest), offset)
-            if fixed is None:
-                return None
-            doc, true_time = fixed
-            return json.dumps(doc, ensure_ascii=False, separators=(",", ":")), epoch_ms(true_time)
-
-        self.clock_synced = True
-        count = self.buffer.rewrite(fix, self._first_seq, '"clock":"unsynced"')
-        log.info("clock synchronised: corrected the time of %d buffered readings", count)
-        self._clock_trusted.set()
 
     # --- reload (SIGHUP) -------------------------------------------------------------------------
 
@@ -344,51 +275,39 @@ class Gateway:
                 log.error("%s", problem)
             log.error("reload rejected: %s has %d problem(s); the running config stays in effect",
                       source, len(exc.problems))
+            self.last_reload = outcome("refused", source, f"{len(exc.problems)} problem(s) in the config",
+                                       [str(p) for p in exc.problems])
         else:
-            try:
-                await self.apply(new)
-            except Exception:
-                log.exception("reload of %s failed part-way; check `gateway status`", source)
-        self.notifier.ready(self.status_line())
+            await self.apply(new)
+        self._changed()
+        self.notifier.ready(self.health.status_line())
 
-    async def apply(self, new: Config) -> None:
-        """Switch to a new config: sensors and uplinks added, removed or changed.
-        The buffer stays open; an uplink kept by name keeps its cursor, so its
-        pending readings are sent by the new settings."""
-        old = self.config
-        if new.storage != old.storage or new.gateway.id != old.gateway.id or new.service != old.service:
-            log.warning("storage, service and gateway.id changes take effect at the next restart")
-            new = new.model_copy(update={"storage": old.storage, "service": old.service,
-                                         "gateway": new.gateway.model_copy(update={"id": old.gateway.id})})
-        old_u = {u.name: u for u in old.uplinks}
-        new_u = {u.name: u for u in new.uplinks}
-        old_s = {s.id: (s, old.location_of(s)) for s in old.sensors}
-        new_s = {s.id: (s, new.location_of(s)) for s in new.sensors}
-        self.config = new
-        # An uplink that reads sensor options (NGSI-LD: alert levels) restarts when the sensors change.
-        sensors_changed = old_s != new_s
-        needs_sensors = {name for name, u in new_u.items() if u.type == "ngsi-ld" and sensors_changed}
-        for name, u in old_u.items():
-            if new_u.get(name) != u or name in needs_sensors:
-                await self._stop_uplink(name)
-                if name not in new_u:
-                    self.buffer.remove_uplink(name)
-                    log.info("uplink %s removed", name)
-        for name, u in new_u.items():
-            if old_u.get(name) != u or name in needs_sensors:
-                self.buffer.add_uplink(name)
-                await self._start_uplink(u)
-                log.info("uplink %s %s", name, "changed" if name in old_u else "added")
-        for sid, s in old_s.items():
-            if new_s.get(sid) != s:
-                await self._stop_sensor(sid)
-                if sid not in new_s:
-                    log.info("sensor %s removed", sid)
-        for sid, (options, _) in new_s.items():
-            if old_s.get(sid) != new_s[sid]:
-                self._start_sensor(options)
-                log.info("sensor %s %s", sid, "changed" if sid in old_s else "added")
-        log.info("config reloaded: %d sensors, %d uplinks", len(self.runners), len(self.deliveries))
+    async def apply(self, new: Config) -> bool:
+        """Put `new` into effect, all or nothing (SIGHUP; config/set). True if it
+        applied; if not, the running set is untouched and `last_reload` says why."""
+        plan = ReloadPlan(self.config, new)
+        try:
+            await plan.apply(self.sensors, self.uplinks)
+        except ReloadRefused as exc:
+            log.error("reload refused: %s; the running config stays in effect", exc)
+            self.last_reload = outcome("refused", new.source, str(exc))
+            return False
+        self.config = plan.new
+        self.last_reload = outcome("applied", new.source)
+        log.info("config reloaded: %d sensors, %d uplinks", len(plan.new.sensors), len(plan.new.uplinks))
+        return True
+
+
+def log_stop(closed, without_id: int) -> None:
+    """What the stop leaves: only readings on disk count as kept; the rest is said to be lost."""
+    left = ", ".join(f"{k}: {v}" for k, v in closed.left.items()) or "none (no uplinks)"
+    lost = closed.lost + without_id
+    if not lost:
+        log.info("gateway stopped; on disk for the next start to send: %s; nothing lost", left)
+        return
+    log.error("gateway stopped; on disk for the next start to send: %s; LOST: %d readings of this run never "
+              "reached the disk (%d held in memory at the stop, %d evicted from memory while writes failed, "
+              "%d without an id)", left, lost, closed.unwritten, closed.lost - closed.unwritten, without_id)
 
 
 def _freeze_event_loop() -> None:

@@ -1,7 +1,7 @@
 """`gateway status`: what the running daemon is doing, over a local Unix socket.
 
-The daemon answers every connection with one JSON document (the snapshot below)
-and closes it; `gateway status` prints it as a table or, with --json, as is.
+The daemon answers every connection with one JSON document (the health view's
+snapshot, gateway/health.py) and closes it; `gateway status` prints it as a table or, with --json, as is.
 The socket lives beside the buffer unless `service.status_socket` says
 otherwise, so the command finds it from the same config file.
 """
@@ -14,12 +14,8 @@ import logging
 import os
 import socket
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from gateway.service import Gateway
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +28,11 @@ def socket_path(config) -> Path:
 def socket_path_lenient(config_file: str) -> Path:
     """The socket path from a config that may not validate (a typo after which
     the reload was rejected must not hide the running daemon's status)."""
-    import yaml
-    from gateway.config import StorageSection
-    try:
-        doc = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    from gateway import yamlsource
+    from gateway.config import ConfigError, StorageSection, read_config_text
+    try:  # the bounded loader: a YAML bomb in the config must not hang `gateway status`
+        doc = yamlsource.load(read_config_text(config_file), config_file)[0] or {}
+    except ConfigError:
         doc = {}
     service = doc.get("service") if isinstance(doc, dict) else None
     storage = doc.get("storage") if isinstance(doc, dict) else None
@@ -47,69 +43,20 @@ def socket_path_lenient(config_file: str) -> Path:
     return StorageSection().path.with_suffix(".sock")
 
 
-def _age(since_ms: int | None, now_ms: float) -> float | None:
-    return None if since_ms is None else round(max(0.0, now_ms - since_ms) / 1000, 1)
-
-
-def snapshot(gw: "Gateway") -> dict:
-    """Per sensor, per uplink and buffer state, read on the event loop's thread."""
-    now_ms = time.time() * 1000
-    mono = time.monotonic()
-    buf = gw.buffer
-    sensors = {}
-    for sid, r in gw.runners.items():
-        last = r.last_reading
-        sensors[sid] = {
-            "driver": r.driver.name,
-            "state": r.state,
-            "detail": r.detail,
-            "failures": r.failures,
-            "reads": r.reads,
-            "read_errors": r.read_errors + gw.error_readings.get(sid, 0),
-            "last_reading": None if last is None else last.as_json(),
-            "age_s": None if last is None else round(mono - last.monotonic, 1),
-        }
-    uplinks = {}
-    for d in gw.deliveries:
-        acked = buf.acked.get(d.name, buf.last_seq)
-        retries = buf.conn.execute("SELECT count(*) FROM dead WHERE uplink = ? AND retry = 1", (d.name,)).fetchone()[0]
-        dead = buf.conn.execute("SELECT count(*) FROM dead WHERE uplink = ? AND retry = 0", (d.name,)).fetchone()[0]
-        oldest = buf.conn.execute("SELECT observed_ms FROM readings WHERE seq > ? ORDER BY seq LIMIT 1",
-                                  (acked,)).fetchone()
-        pending = buf.last_seq - acked + retries
-        uplinks[d.name] = {
-            "type": gw.uplink_types.get(d.name),
-            "connected": bool(d.t.connected),
-            "pending": pending,
-            "oldest_pending_age_s": _age(oldest[0], now_ms) if oldest and pending else None,
-            "dead_letters": dead,
-            "sent": d.sent_total,
-            "last_latency_s": None if d.last_latency is None else round(d.last_latency, 4),
-        }
-    return {
-        "gateway": gw.config.gateway.id,
-        "pid": os.getpid(),
-        "uptime_s": round(mono - gw.started_monotonic, 1),
-        "clock": {"synced": gw.clock_synced},
-        "healthy": not gw.health_problems(),
-        "problems": gw.health_problems(),
-        "sensors": sensors,
-        "uplinks": uplinks,
-        "buffer": {"path": str(buf.path), "readings": buf.count, "evictions": buf.evictions,
-                   "last_seq": buf.last_seq},
-    }
-
-
 class StatusServer:
-    def __init__(self, gw: "Gateway", path: Path):
-        self.gw = gw
+    def __init__(self, snapshot: Callable[[], dict], path: Path):
+        self.snapshot = snapshot
         self.path = path
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         try:
+            if self.path.is_socket() and _answers(self.path):
+                log.error("status socket %s is in use by another running gateway: left to it; "
+                          "`gateway status` with this config asks that one", self.path)
+                return
             if self.path.is_socket():
-                self.path.unlink()  # left by a killed daemon
+                self.path.unlink()  # left by a killed daemon: nobody answers on it
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.server = await asyncio.start_unix_server(self._answer, path=str(self.path))
             os.chmod(self.path, 0o660)  # the gateway's group (technicians) may ask
@@ -119,7 +66,7 @@ class StatusServer:
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            writer.write(json.dumps(snapshot(self.gw), ensure_ascii=False).encode() + b"\n")
+            writer.write(json.dumps(self.snapshot(), ensure_ascii=False, default=repr).encode() + b"\n")
             await writer.drain()
         except Exception as exc:
             log.warning("status request failed: %s", exc)
@@ -134,6 +81,12 @@ class StatusServer:
                 self.path.unlink()
             except OSError:
                 pass
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex(str(path)) == 0
 
 
 class StatusUnavailable(Exception):
@@ -191,7 +144,13 @@ def print_table(data: dict, out=sys.stdout) -> None:
     print(f"\n{'uplink':<18} {'connected':<9} {'pending':>8} {'oldest':>8} {'dead':>5}", file=out)
     for name, u in data["uplinks"].items():
         conn = "yes" if u["connected"] else "NO"
-        print(f"{name:<18} {conn:<9} {u['pending']:>8} {_fmt_age(u['oldest_pending_age_s']):>8} {u['dead_letters']:>5}",
-              file=out)
+        why = f"  ({u['last_error']})" if u.get("last_error") else ""
+        print(f"{name:<18} {conn:<9} {u['pending']:>8} {_fmt_age(u['oldest_pending_age_s']):>8} {u['dead_letters']:>5}"
+              f"{why}", file=out)
     b = data["buffer"]
     print(f"\nbuffer {b['path']}: {b['readings']} readings, {b['evictions']} evicted", file=out)
+    reload = data.get("reload")
+    if reload and reload["result"] == "refused":
+        print(f"\nlast reload REFUSED ({reload['at']}): {reload['reason']}; the running config stays", file=out)
+        for problem in reload["errors"]:
+            print(f"  {problem}", file=out)

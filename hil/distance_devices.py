@@ -1,5 +1,5 @@
 """Simulated serial distance sensors behind pseudo-terminals, speaking the
-bytes of shared/hw/WIRE-FORMATS.md §1.1, §1.2 and §2.1:
+bytes of the MaxBotix, DFRobot A02YYUW and Campbell SR50A documents:
 
 - MaxbotixDevice: streams `R####<CR>` lines (mm) at the HRXL's 6.67 Hz;
 - A02yyuwDevice: streams `FF H L SUM` frames every 100 ms;

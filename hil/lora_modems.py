@@ -1,5 +1,5 @@
 """Simulated LoRa serial modems behind pseudo-terminals, speaking the wire
-formats of shared/hw/WIRE-FORMATS.md §4: they answer the setup commands as the
+formats of their manuals (see each driver's README): they answer the setup commands as the
 real modules do (including their error replies) and put a packet from a
 simulated node on the wire only while the modem is listening, as a radio would.
 

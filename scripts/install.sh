@@ -154,8 +154,16 @@ do_install() {
     install -d -m 0755 "$UNITS" "$OPT"
     install -m 0644 "$SOURCE/systemd/$NAME.service" "$SOURCE/systemd/$NAME-boot-config.service" "$UNITS/"
     install -m 0755 "$SOURCE/systemd/import-boot-config" "$OPT/import-boot-config"
+    # `gateway` on PATH for the technician (sudo gateway status, gateway check ...).
+    install -d -m 0755 "$R/usr/local/bin"
+    ln -sfn "/opt/$NAME/venv/bin/gateway" "$R/usr/local/bin/gateway"
     install -d -m 0750 "$ETC" "$STATE"; owned "root:$NAME" "$ETC"; owned "$NAME:$NAME" "$STATE"
     install -d -m 0700 "$ETC/credentials"
+    # The BLE pseudonyms' key, made once, readable by root alone: systemd's LoadCredential= hands it to the
+    # service as /run/credentials/city-edge-gateway.service/secret_beacon.salt (the path the sample names).
+    if [ ! -e "$ETC/credentials/beacon.salt" ]; then
+        (umask 077; head -c 32 /dev/urandom | base64 > "$ETC/credentials/beacon.salt")
+    fi
     if [ ! -e "$ETC/gateway.yaml" ]; then   # never overwrite a technician's config
         install -m 0640 "$SOURCE/config/pi-example.yaml" "$ETC/gateway.yaml"; owned "root:$NAME" "$ETC/gateway.yaml"
     fi
@@ -182,6 +190,9 @@ do_uninstall() {
     rmdir "$UNITS/multi-user.target.wants" 2>/dev/null || true
     rm -f "$UNITS/$NAME.service" "$UNITS/$NAME-boot-config.service"
     rm -rf "$OPT"
+    if [ "$(readlink "$R/usr/local/bin/gateway" 2>/dev/null)" = "/opt/$NAME/venv/bin/gateway" ]; then
+        rm -f "$R/usr/local/bin/gateway"
+    fi
     if [ "$PURGE" = 1 ]; then
         rm -rf "$ETC" "$STATE"
     else
@@ -191,7 +202,9 @@ do_uninstall() {
     if [ "$LIVE" = 1 ]; then
         systemctl daemon-reload
     else  # directories this script created in an empty root
-        for d in "$UNITS" "$R/etc/systemd" "$R/var/lib" "$R/var" "$R/opt"; do rmdir "$d" 2>/dev/null || true; done
+        for d in "$UNITS" "$R/etc/systemd" "$R/var/lib" "$R/var" "$R/opt" "$R/usr/local/bin" "$R/usr/local" "$R/usr"; do
+            rmdir "$d" 2>/dev/null || true
+        done
     fi
     say "uninstalled from $ROOT"
 }

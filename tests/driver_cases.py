@@ -71,8 +71,9 @@ def run(case: Case, tmp_path: Path) -> Outcome:
 
 
 def options(cls, case: Case, **base):
-    return cls.Options.model_validate({"id": "case", "driver": case.driver, "interval": "1s", **base,
-                                       **case.meta.get("options", {})})
+    from gateway.config import sensor_model  # the driver's keys and, for a distance sensor, the pipeline's
+    return sensor_model(cls).model_validate({"id": "case", "driver": case.driver, "interval": "1s", **base,
+                                             **case.meta.get("options", {})})
 
 
 def _json(readings) -> list[dict]:

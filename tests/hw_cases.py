@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from gateway.sdk.driver import Driver
+from gateway.config import sensor_model
 from gateway.pipeline import Pipeline
 from gateway.sdk.reading import Reading
 
@@ -17,13 +18,14 @@ DRIVERS = Path(__file__).resolve().parent.parent / "drivers"
 
 
 def options(driver: type[Driver], keys: dict, **base):
-    return driver.Options.model_validate({"id": "case", "driver": driver.name or "x", "interval": "1s", **base, **keys})
+    return sensor_model(driver).model_validate({"id": "case", "driver": driver.name or "x", "interval": "1s",
+                                                **base, **keys})
 
 
 def run(driver_cls: type[Driver], opts, reads: int, devices=None) -> list[Reading]:
     """Open the driver (on `devices`, a simulated set), read `reads` times, pass every reading through the pipeline."""
     driver = driver_cls(opts, devices)
-    pipeline = Pipeline(opts, None, driver=driver_cls)
+    pipeline = Pipeline(opts, None)
     driver.open()
     try:
         return [pipeline.process(r) for _ in range(reads) for r in driver.read(opts.read_timeout)]

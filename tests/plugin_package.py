@@ -60,6 +60,16 @@ class NoRead(Driver):
     summary = "forgot to implement read() (plugin demo)"
 
 
+class Raw(Counter):
+    summary = "every third reading carries raw bytes that JSON cannot hold (plugin demo)"
+
+    def read(self, timeout):
+        (reading,) = super().read(timeout)
+        if int(reading.values["count"].value) % 3 == 1:
+            reading.values["frame"] = Value(b"\\x01\\x02")  # a plugin author forgot to decode the frame
+        return [reading]
+
+
 class Flaky(Counter):
     summary = "answers once, then fails (plugin demo)"
 
@@ -75,6 +85,7 @@ ENTRY_POINTS = """\
 demo_counter = ceg_demo_plugin:Counter
 demo_unplugged = ceg_demo_plugin:Unplugged
 demo_flaky = ceg_demo_plugin:Flaky
+demo_raw = ceg_demo_plugin:Raw
 demo_noread = ceg_demo_plugin:NoRead
 demo_broken = ceg_demo_plugin_gone:Driver
 """

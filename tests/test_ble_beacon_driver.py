@@ -44,6 +44,7 @@ def adv(address, rssi, mfr=None, svc=None, t=0.0) -> Advertisement:
 def salt_file(tmp_path) -> Path:
     path = tmp_path / "beacon.salt"
     path.write_text(SALT + "\n")
+    path.chmod(0o600)
     return path
 
 
@@ -100,6 +101,7 @@ def test_salt_file_is_required_unless_raw_ids_are_published(tmp_path):
 def test_a_short_or_missing_salt_is_refused_at_load(tmp_path):
     short = tmp_path / "short.salt"
     short.write_text("abc\n")
+    short.chmod(0o600)
     with pytest.raises(ValidationError, match="fewer than 16 bytes"):
         BleBeaconOptions.model_validate({"id": "b", "driver": "ble_beacon", "interval": "1s", "salt_file": str(short)})
     with pytest.raises(ValidationError, match="does not exist"):
@@ -179,7 +181,7 @@ def test_ruuvi_distance_uses_the_configured_1m_power_and_exponent():
     agg = Aggregator()
     [beacon] = agg.window([adv("CB:B8:33:4C:88:4F", -80, mfr={"1177": RUUVI})])
     values = summary_values(beacon, -59, 3.0)
-    assert values["tx_power"].value == -59 and values["distance"].value == 5.01  # vectors.json: -59/-80, n=3
+    assert values["tx_power"].value == -59 and values["distance"].value == 5.01  # the log-distance model: -59/-80, n=3
     assert values["battery"].value == 2.977 and values["air_pressure"].value == 1000.44
 
 
@@ -364,9 +366,10 @@ def test_a_silent_real_adapter_is_restarted_and_a_gone_one_fails_clearly(salt_fi
 
 
 def test_a_binary_salt_file_works_and_is_the_key_as_stored(tmp_path):
-    salt = bytes(range(200, 232))
+    salt = bytes.fromhex("e5f763c171a3940418a14ec97c722e6c672efb2b33fbeef786e772c0b9beb47d")  # no whitespace at its ends
     path = tmp_path / "binary.salt"
     path.write_bytes(salt)
+    path.chmod(0o600)
     replay = tmp_path / "r.jsonl"
     replay.write_text(line(0, "E1:02:03:04:05:06", -60, mfr={"76": IBEACON}) + "\n")
     opts = BleBeaconOptions.model_validate({"id": "b", "driver": "ble_beacon", "interval": "1s",

@@ -25,6 +25,7 @@ def sample_raw_ids() -> set[str]:
 def write_config(tmp_path: Path, sensor_extra: str = "") -> Path:
     salt = tmp_path / "beacon.salt"
     salt.write_text(SALT + "\n")
+    salt.chmod(0o600)
     config = tmp_path / "gateway.yaml"
     config.write_text(f"""\
 gateway:

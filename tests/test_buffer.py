@@ -75,6 +75,7 @@ def _bodies(tmp_path) -> str:
 def test_corrupt_buffer_is_moved_aside_and_a_new_one_started_loudly(tmp_path):
     garbage = b"this is not a database\x00" * 500
     (tmp_path / "buffer.db").write_bytes(garbage)
+    (tmp_path / "buffer.db.ids").write_text("1763780645678")  # a gateway ran on it: its own buffer, gone bad
     out = tmp_path / "console.jsonl"
     config = write_config(tmp_path / "gw.yaml", sim_config(tmp_path, [{"name": "c", "type": "console", "path": str(out)}]))
     gw = GatewayProcess(config, tmp_path / "gw.log").start()

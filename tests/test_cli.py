@@ -98,7 +98,7 @@ def test_config_defaults_to_the_system_path_without_gateway_config(tmp_path, cap
     monkeypatch.setattr(cli, "DEFAULT_CONFIG", system)
     monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
     assert cli.main(["check"]) == 2
-    assert capfd.readouterr().err.startswith(f"{system}:0: (file): cannot read config: No such file or directory")
+    assert capfd.readouterr().err.startswith(f"{system}:0: (file): cannot read config: file {system} does not exist")
     system.parent.mkdir()
     system.write_text("gateway: {id: gw-1}\n")
     assert cli.main(["check"]) == 0
@@ -112,3 +112,12 @@ def test_common_options_work_before_and_after_the_command(tmp_path, capfd):
     assert capfd.readouterr().err == ""  # the verdict is an info record, hidden at warning
     assert cli.main(["check", "-c", str(file), "--log-format", "json"]) == 0
     assert json.loads(capfd.readouterr().err)["level"] == "info"
+
+
+def test_drivers_lists_uplink_and_service_keys_too(capfd):
+    assert cli.main(["drivers"]) == 0
+    out = capfd.readouterr().out
+    uplinks = out[out.index("Uplinks"):]
+    for needle in ("\nmqtt", "password_file   secret file", "\nngsi-ld", "token_file", "\nconsole", "service:",
+                   "unhealthy_after", "web:", "listen"):
+        assert needle in uplinks, needle

@@ -34,10 +34,9 @@ def test_readings_buffered_while_unsynced_leave_with_corrected_times(tmp_path):
     clock = ManualClock(synced=False, offset=YEAR)
 
     async def scenario():
-        gw = Gateway(config, clock=clock)
-        gw.clock_poll = 0.02
+        gw = Gateway(config, clock=clock, clock_poll=0.02)
         task = asyncio.create_task(gw.run())
-        await _until(lambda: getattr(gw, "readings_total", 0) >= 5)
+        await _until(lambda: gw.sensors is not None and gw.sensors.readings_total >= 5)
         gw.buffer.commit()
         held = {(doc := json.loads(row.body))["id"]: doc for row in gw.buffer.fetch(0, 10_000)}
         assert console_lines(out) == []  # held back while the clock is not trusted
@@ -81,3 +80,121 @@ def test_auto_uses_the_kernel_status_only_under_systemd():
     assert SystemClock("auto", env={}).check == "build-time"
     assert SystemClock("auto", env={"INVOCATION_ID": "x"}).check == "kernel"
     assert kernel_synced() in (True, False, None)
+
+
+def _flagged(i: int) -> Reading:
+    return Reading("river-1", "river_level", {"water_level": Value(round(i / 1000, 3), "m")},
+                   observed_at=1_000_000.0 + i, monotonic=100.0 + i, clock_synced=False,
+                   id=f"test-gw.river-1.{1_000_000_000 + i}.000000", gateway="test-gw")
+
+
+def test_the_clock_rewrite_runs_in_chunks_that_let_the_event_loop_run(tmp_path):
+    """Issue 9, defect 8: a long rewrite must not starve sensors, deliveries and the watchdog."""
+    from gateway import clock_corrector
+    from gateway.buffer import Buffer
+
+    buf = Buffer(tmp_path / "buffer.db", ["console"], gateway="test-gw")
+    clock = ManualClock(synced=False, offset=YEAR)
+    rows = 3 * clock_corrector.CHUNK + 10
+    ticks_at_chunk: list[int] = []
+
+    async def scenario():
+        corrector = clock_corrector.ClockCorrector(clock, buf, hold=600, stopping=asyncio.Event(), poll=0.01)
+        for i in range(rows):
+            buf.append(_flagged(i))
+        buf.commit()
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        rewrite = buf.rewrite
+
+        def counting(*args, **kwargs):
+            ticks_at_chunk.append(ticks)
+            return rewrite(*args, **kwargs)
+
+        buf.rewrite = counting
+        other = asyncio.create_task(ticker())
+        clock.is_synced = True
+        await corrector.watch()
+        other.cancel()
+        assert corrector.trusted.is_set() and corrector.corrected_total == rows
+
+    asyncio.run(scenario())
+    assert len(ticks_at_chunk) >= 4
+    assert all(b > a for a, b in zip(ticks_at_chunk, ticks_at_chunk[1:])), "the loop ran between chunks"
+    assert not any('"clock":"unsynced"' in row.body for row in buf.fetch(0, rows + 1))
+    assert buf.recall("clock:") == {}, "no rewrite left to resume"
+    buf.close()
+
+
+KILLED_MID_WAY = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from gateway import clock_corrector
+from gateway.buffer import Buffer
+from gateway.clock import ManualClock
+from tests.test_clock import YEAR, _flagged
+
+buf = Buffer(Path(sys.argv[1]), ["console"], gateway="test-gw")
+clock = ManualClock(synced=False, offset=YEAR)
+
+async def main():
+    corrector = clock_corrector.ClockCorrector(clock, buf, hold=600, stopping=asyncio.Event(), poll=0.01)
+    for i in range(int(sys.argv[2])):
+        buf.append(_flagged(i))
+    buf.commit()
+    rewrite, calls = buf.rewrite, []
+    def killed_at_the_third_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return rewrite(*args, **kwargs)
+    buf.rewrite = killed_at_the_third_chunk
+    clock.is_synced = True
+    await corrector.watch()
+
+asyncio.run(main())
+"""
+
+
+def test_a_rewrite_killed_mid_way_resumes_at_the_next_start(tmp_path):
+    """Issue 9, defect 8: kill -9 after two chunks; `gateway run` finishes the rewrite
+    with the offset of the run that took the readings, before anything is delivered."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from gateway import clock_corrector
+    from tests.daemon_helpers import Daemon, wait_for, write_config
+
+    db = tmp_path / "buffer.db"
+    rows = 3 * clock_corrector.CHUNK + 10
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_WAY, str(db), str(rows)], capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    with sqlite3.connect(db) as c:
+        (memo,) = c.execute("SELECT value FROM memo WHERE key = 'clock:rewrite'").fetchone()
+    plan = json.loads(memo)
+    assert plan["next"] == plan["first"] + 2 * clock_corrector.CHUNK, plan
+
+    out = tmp_path / "out.jsonl"
+    cfg = write_config(tmp_path / "gw.yaml", base_config(
+        tmp_path, sensors=[], uplinks=[{"name": "console", "type": "console", "path": str(out)}], clock_check="off"))
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: len(console_lines(out)) >= rows, what="every reading delivered")
+        assert d.stop() == 0
+    finally:
+        d.kill()
+    sent = console_lines(out)
+    assert len(sent) == rows and not [r for r in sent if "clock" in r or "monotonic" in r]
+    for r in sent:
+        i = int(r["id"].split(".")[2]) - 1_000_000_000
+        assert abs(parse_time(r["observed_at"]) - (100.0 + i + plan["offset"])) < 0.01, r
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM memo WHERE key = 'clock:rewrite'").fetchone() == (0,)

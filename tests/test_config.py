@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from gateway import cli
-from gateway.config import load_config
+from gateway.config import ConfigError, load_config, parse_config
+from tests.helpers import make_pki
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = Path(sys.executable).with_name("gateway")
@@ -206,9 +207,7 @@ def full_config(tmp: Path) -> str:
     """A config with every section of SPEC §2, secrets in files under `tmp`."""
     (tmp / "mqtt.secret").write_text("hunter2\n")
     (tmp / "orion.token").write_text("token\n")
-    (tmp / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    (tmp / "client.pem").write_text("cert\n")
-    (tmp / "client.key").write_text("key\n")
+    make_pki(tmp)  # ca.pem, client.pem, client.key: real material, `check` loads it as `run` will
     return f"""\
 gateway:
   id: takamatsu-river-07
@@ -295,7 +294,7 @@ def test_missing_config_file_is_an_error(tmp_path, capfd):
     file = tmp_path / "absent.yaml"
     code, err = check(["check", "-c", str(file)], capfd)
     assert code == 2
-    assert f"{file}:0: (file): cannot read config: No such file or directory" in err
+    assert f"{file}:0: (file): cannot read config: file {file} does not exist" in err
 
 
 def test_log_format_json_keeps_problem_lines_and_logs_json(tmp_path, capfd):
@@ -341,3 +340,24 @@ def test_an_mqtt_url_list_is_a_failover_list_in_order(tmp_path):
     assert up.url == ["mqtt://10.0.0.1:1883", "mqtt://10.0.0.2"] and up.drain_rate == 500
     path.write_text(MQTT + "    url: mqtts://10.0.0.1\n")
     assert load_config(path).uplinks[0].url == ["mqtts://10.0.0.1"], "one URL is a list of one"
+
+
+# --- YAML indentation mistakes, in plain words with the line (issue 11 point 5) ------------------
+
+@pytest.mark.parametrize("text, line, words", [
+    ("gateway:\n    id: x\n  location: [1, 2]\n", 3,
+     "line 3 is indented to column 3, which lines up with no section above it (line 2 starts at column 5)"),
+    ("gateway:\n  id: x\nsensors:\n  - id: a\n    driver: sim_river\n   interval: 1s\n", 6,
+     "line 6 is indented to column 4"),
+    ("gateway:\n  id: x\n   location: [1, 2]\n", 3,
+     "line 3 is indented deeper than line 2, which already has a value"),
+    ("gateway:\n  id x\n  location: [1, 2]\n", 2, "line 2 has no ':' after its key: write key: value"),
+    ("gateway:\n  id: x: y\n", 2, "a value with ': ' in it must be in quotes"),
+])
+def test_indentation_mistakes_are_told_in_plain_words(text, line, words):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, "gw.yaml")
+    (problem,) = exc.value.problems
+    assert (problem.file, problem.line, problem.path) == ("gw.yaml", line, "(yaml)")
+    assert words in problem.message
+    assert "block end" not in problem.message and "not allowed here" not in problem.message

@@ -36,7 +36,7 @@ def test_real_device_reads(options):
         (reading,) = driver.read(options.read_timeout)
     finally:
         driver.close()
-    reading = Pipeline(options, None, driver=driver_cls).process(reading)
+    reading = Pipeline(options, None).process(reading)
     assert reading.quality == "ok", reading.as_json()
     if options.driver == "bme280":
         assert -40 <= reading.value("air_temperature") <= 85

@@ -82,7 +82,7 @@ def test_fuzz_driver_with_random_answers(answers):
     import drivers.i2cxl as module
     saved_time, module.RANGING_TIME = module.RANGING_TIME, 0.0  # no 100 ms waits in a fuzz loop
     try:
-        readings = hw_cases.run(I2cxl, opts(samples=len(answers), mount_height=8.0), 1, FixedDevices(bus))
+        readings = hw_cases.run(I2cxl, opts(samples=len(answers), mount_height=7.5), 1, FixedDevices(bus))
     except I2cxlError:
         return
     finally:
@@ -101,7 +101,7 @@ def test_end_to_end_through_the_gateway_with_fast_interval_in_alert(bus, tmp_pat
     overrides = []
 
     def enough(readings, gateway):
-        runner = gateway.runners.get("river-i2c")
+        runner = gateway.sensors.runner("river-i2c") if gateway.sensors else None
         overrides.append(runner.interval_override if runner else None)
         if len(readings) >= 2:
             level["now"] = 2.2  # the river rises to caution

@@ -98,6 +98,8 @@ def test_install_twice_gives_the_same_tree_and_uninstall_removes_it(first_instal
                            capture_output=True, text=True, cwd=root)
     assert check.returncode == 0 and str(root / "opt/city-edge-gateway/venv") in check.stdout
     assert (root / "etc/city-edge-gateway/gateway.yaml").exists()
+    # `gateway` on PATH: /usr/local/bin/gateway -> the venv's entry point.
+    assert os.readlink(root / "usr/local/bin/gateway") == "/opt/city-edge-gateway/venv/bin/gateway"
     assert oct((root / "etc/city-edge-gateway/credentials").stat().st_mode & 0o777) == "0o700"
 
     install(root, "--uninstall", "--purge")
@@ -148,3 +150,62 @@ def test_a_config_on_the_boot_partition_becomes_the_config(root):
     _import_boot_config(root)
     assert "river-07" in (root / "etc/city-edge-gateway/gateway.yaml").read_text()
     assert "sensors[0].interval" in (boot / "gateway.yaml.errors").read_text()
+
+
+def test_the_installer_makes_a_beacon_salt_the_gateway_accepts(first_install):
+    """The BLE pseudonyms' key: made once, 0600 in the credentials directory, from where systemd's
+    LoadCredential= hands it to the service (so root's ownership does not keep the service from it),
+    and it passes the salt rules of `gateway check`."""
+    from drivers.ble_beacon import read_salt
+    salt = first_install[0] / "etc/city-edge-gateway/credentials/beacon.salt"
+    assert oct(salt.stat().st_mode & 0o777) == "0o600"
+    assert len(read_salt(salt)) >= 32
+    unit = (REPO / "systemd/city-edge-gateway.service").read_text()
+    assert "LoadCredential=secret:/etc/city-edge-gateway/credentials" in unit
+
+
+def test_a_hostile_config_on_the_boot_partition_is_refused_in_bounded_time(root):
+    """A YAML bomb written onto the SD card from any laptop: the boot import (run as
+    root, before the service) refuses it quickly with one problem line."""
+    boot = root / "boot/firmware"
+    boot.mkdir(parents=True)
+    bomb = 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
+    (boot / "gateway.yaml").write_text("gateway: {id: river-07}\n" + bomb)
+    before = (root / "etc/city-edge-gateway/gateway.yaml").read_text()
+    out = subprocess.run([str(REPO / "systemd/import-boot-config")], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "GATEWAY_ROOT": str(root), "GATEWAY_BIN": str(GATEWAY)})
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    errors = (boot / "gateway.yaml.errors").read_text().splitlines()
+    assert len(errors) == 2 and "more than 50000 values" in errors[0], errors  # the problem, then the verdict
+    assert (root / "etc/city-edge-gateway/gateway.yaml").read_text() == before
+
+
+def test_secrets_on_the_boot_partition_move_into_the_credentials_directory(root):
+    """A config written on a laptop names the documented credentials path; its secrets travel beside it
+    in gateway-credentials/. They end up root-only in the credentials directory, gone from the FAT side,
+    and the config passes the check that decides its import."""
+    boot = root / "boot/firmware"
+    (boot / "gateway-credentials").mkdir(parents=True)
+    (boot / "gateway-credentials/mqtt.secret").write_text("s3cret-password\n")
+    (boot / "gateway-credentials/beacon.salt").write_text("Zq3kP9xW2mLr8vTb5nYc1hFd7gJs4eAo\n")
+    (boot / "gateway-credentials/bad name").write_text("x")
+    run = "/run/credentials/city-edge-gateway.service"
+    (boot / "gateway.yaml").write_text(
+        "gateway: {id: river-07}\n"
+        "uplinks:\n"
+        f"  - {{name: city, type: mqtt, url: 'mqtt://127.0.0.1:1883', username: gw07, password_file: {run}/secret_mqtt.secret}}\n"
+        "sensors:\n"
+        f"  - {{id: park-1, driver: ble_beacon, interval: 10s, adapter: 'replay:{REPO}/hil/ble/sample.jsonl',\n"
+        f"     salt_file: {run}/secret_beacon.salt}}\n")
+    out = _import_boot_config(root)
+    assert out.returncode == 0, out.stderr
+    creds = root / "etc/city-edge-gateway/credentials"
+    assert (creds / "mqtt.secret").read_text() == "s3cret-password\n"
+    assert oct((creds / "mqtt.secret").stat().st_mode & 0o777) == "0o600"
+    assert oct(creds.stat().st_mode & 0o777) == "0o700"
+    assert not (boot / "gateway-credentials/mqtt.secret").exists()
+    assert not (boot / "gateway-credentials/beacon.salt").exists()
+    assert "skipped" in out.stderr and (boot / "gateway-credentials/bad name").exists()
+    assert "secret_mqtt.secret" in (root / "etc/city-edge-gateway/gateway.yaml").read_text()
+    assert not (boot / "gateway.yaml.errors").exists()

@@ -119,11 +119,11 @@ def test_a_dead_worker_or_a_stuck_scheduler_stops_the_keepalives(tmp_path):
         await until(lambda: notifier.sent.count("WATCHDOG=1") >= 3)
         assert gw.health_problems() == []
         # A scheduler that stopped trying (its last attempt long ago) is not healthy …
-        gw.runners["river-1"].last_attempt -= 10_000
+        gw.sensors.runner("river-1").last_attempt -= 10_000
         assert gw.health_problems()[0].startswith("sensor river-1: scheduler has not tried a read for")
-        gw.runners["river-1"].last_attempt = time.monotonic()
-        # … nor is an uplink whose worker died.
-        gw.delivery_tasks["console"].cancel()
+        gw.sensors.runner("river-1").last_attempt = time.monotonic()
+        # … nor is an uplink whose worker died (until its supervisor has restarted it).
+        gw.tasks.task("deliver-console").cancel()
         await until(lambda: gw.health_problems() == ["uplink console: worker stopped"])
         count = notifier.sent.count("WATCHDOG=1")
         await asyncio.sleep(0.5)  # five keep-alive intervals

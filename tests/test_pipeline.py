@@ -9,9 +9,10 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from gateway.pipeline_options import AlertLevels, compose
 from gateway.sdk.driver import DistanceOptions, Driver
 from gateway.config import ConfigError, parse_config
-from gateway.pipeline import Pipeline, alert_stage, corrected_distance, removal_stage, speed_of_sound
+from gateway.pipeline import Pipeline, alert_stage, corrected_distance, removal_stage, rise_rate, speed_of_sound
 from gateway.sdk.reading import Reading, Value
 
 LEVELS = {"standby": 1.5, "caution": 2.0, "evacuation": 2.5, "danger": 3.0}
@@ -27,22 +28,33 @@ class TimeOfFlight(Driver):  # e.g. HC-SR04: distance from the echo time at the 
 
 
 def options(**keys) -> DistanceOptions:
-    return DistanceOptions.model_validate({"id": "s-1", "driver": "test", "interval": "60s", **keys})
+    return compose(DistanceOptions).model_validate({"id": "s-1", "driver": "test", "interval": "60s", **keys})
 
 
-def feed(pipeline: Pipeline, points, kind: str = "river_level", extra=None) -> list[Reading]:
+class Fed(Pipeline):
+    """A pipeline fed readings from `driver`'s device: each reading carries what
+    Driver.reading() stamps on it (compensation, assumed speed of sound)."""
+
+    def __init__(self, options, location, *, driver: type[Driver] = SelfCompensating, **kw):
+        super().__init__(options, location, **kw)
+        self.device = driver
+
+
+def feed(pipeline: Fed, points, kind: str = "river_level", extra=None) -> list[Reading]:
     """points: (seconds, distance in m) — or (seconds, None) for an error reading."""
     out = []
     for t, d in points:
         values = {} if d is None else {"distance": Value(d, "m")}
         r = Reading(sensor="s-1", kind=kind, values={**values, **(extra or {})}, monotonic=float(t),
-                    quality="error" if d is None else "ok", error="no_target" if d is None else None)
+                    quality="error" if d is None else "ok", error="no_target" if d is None else None,
+                    temperature_compensated=pipeline.device.temperature_compensated,
+                    assumed_sound_speed=pipeline.device.assumed_sound_speed)
         out.append(pipeline.process(r))
     return out
 
 
 def river(**keys) -> Pipeline:
-    return Pipeline(options(mount_height=6.0, **keys), None, driver=SelfCompensating)
+    return Fed(options(mount_height=6.0, **keys), None, driver=SelfCompensating)
 
 
 # --- alert stages with hysteresis ------------------------------------------------------------------
@@ -75,7 +87,6 @@ def test_alert_stages_with_hysteresis(levels, expected):
     (1.2, "caution", 0.5, "standby"),   # 1.2 < 2.0-0.5 leaves caution, but not < 1.5-0.5: stays standby
 ])
 def test_alert_stage_function(level, previous, hysteresis, expected):
-    from gateway.sdk.driver import AlertLevels
     assert alert_stage(level, previous, AlertLevels(**LEVELS), hysteresis) == expected
 
 
@@ -131,7 +142,7 @@ def test_speed_of_sound_formula(temp, speed):
 
 
 @pytest.mark.parametrize("echo_us, temp, expected", [
-    (5831, 20.0, 1.00064),    # vectors.json HC-SR04, sqrt formula
+    (5831, 20.0, 1.00064),    # HC-SR04 datasheet rule, sqrt formula
     (5831, -10.0, 0.94806),
 ])
 def test_time_of_flight_vectors(echo_us, temp, expected):
@@ -154,7 +165,7 @@ def test_speed_of_sound_correction(driver, keys, latest_temp, expected_distance,
     if latest_temp is not None:
         env = Reading(sensor="env-1", kind="environment", values={"air_temperature": Value(latest_temp, "°C")},
                       monotonic=0.0)
-    p = Pipeline(options(mount_height=3.0, **keys), None, driver=driver,
+    p = Fed(options(mount_height=3.0, **keys), None, driver=driver,
                  latest=lambda sid: env if sid == "env-1" else None)
     (r,) = feed(p, [(10, round(5831 / 58 / 100, 4))])
     assert r.value("distance") == pytest.approx(expected_distance, abs=0.0001)
@@ -164,7 +175,7 @@ def test_speed_of_sound_correction(driver, keys, latest_temp, expected_distance,
 
 def test_stale_or_failed_temperature_is_not_used():
     env = Reading(sensor="env-1", kind="environment", values={"air_temperature": Value(-10.0, "°C")}, monotonic=0.0)
-    p = Pipeline(options(temperature_from="env-1", air_temperature=20.0, temperature_max_age="5m"), None,
+    p = Fed(options(temperature_from="env-1", air_temperature=20.0, temperature_max_age="5m"), None,
                  driver=TimeOfFlight, latest=lambda sid: env)
     fresh, stale = feed(p, [(299, 1.0), (301, 1.0)])
     assert fresh.value("air_temperature") == -10.0 and stale.value("air_temperature") == 20.0
@@ -174,11 +185,11 @@ def test_stale_or_failed_temperature_is_not_used():
 
 
 def test_sr50a_snow_vector():
-    """vectors.json: SR50A 2.000 m at -10 °C, assuming 331.4 m/s at 0 °C, 2.5 m mount -> 1.96305 m, 0.53695 m."""
+    """SR50A manual, Formula 1: SR50A 2.000 m at -10 °C, assuming 331.4 m/s at 0 °C, 2.5 m mount -> 1.96305 m, 0.53695 m."""
     class Sr50a(Driver):
         temperature_compensated = False
         assumed_sound_speed = 331.4
-    p = Pipeline(options(kind="snow_depth", mount_height=2.5, air_temperature=-10.0), None, driver=Sr50a)
+    p = Fed(options(kind="snow_depth", mount_height=2.5, air_temperature=-10.0), None, driver=Sr50a)
     (r,) = feed(p, [(0, 2.0)], kind="snow_depth")
     # 331.3 vs the device's 331.4 at 0 °C moves the result by 0.6 mm; the vector used 331.4 for both.
     assert r.value("distance") == pytest.approx(1.96305, abs=0.001)
@@ -188,7 +199,7 @@ def test_sr50a_snow_vector():
 # --- snow: depth, median, snowfall, removal ---------------------------------------------------------------
 
 def snow(**keys) -> Pipeline:
-    return Pipeline(options(kind="snow_depth", mount_height=2.0, **keys), None, driver=SelfCompensating)
+    return Fed(options(kind="snow_depth", mount_height=2.0, **keys), None, driver=SelfCompensating)
 
 
 @pytest.mark.parametrize("distance, depth", [(2.0, 0.0), (2.3, 0.0), (1.5, 0.5), (0.2, 1.8)])
@@ -331,7 +342,7 @@ def test_config_accepts_temperature_from_a_bme280():
 def test_fuzz_pipeline_never_raises_and_keeps_its_rules(kind, points):
     keys = {"alert_levels": LEVELS, "fast_interval": "10s", "rise_rate": 0.3} if kind == "river_level" \
         else {"removal_threshold": 0.1}
-    p = Pipeline(options(kind=kind, mount_height=6.0, max_jump=0.5, median_window=3, air_temperature=-5.0, **keys),
+    p = Fed(options(kind=kind, mount_height=6.0, max_jump=0.5, median_window=3, air_temperature=-5.0, **keys),
                  None, driver=TimeOfFlight)
     readings = feed(p, sorted(points, key=lambda x: x[0]), kind=kind)
     for r in readings:
@@ -350,3 +361,35 @@ def test_fuzz_pipeline_never_raises_and_keeps_its_rules(kind, points):
 def test_non_finite_distance_is_an_error_not_nan_in_json():
     (r,) = feed(river(), [(0, float("nan"))])
     assert r.quality == "error" and r.error == "distance is nan" and "distance" not in r.values
+
+
+@pytest.mark.parametrize("history", [[(0.0, 1.0)], [(5.0, 1.0), (5.0, 1.2)],
+                                     [(0.0, 0.0), (1.3858733721360243e-249, 0.0)]])
+def test_rise_rate_of_indistinguishable_times_is_unknown(history):
+    assert rise_rate(history) is None
+
+
+# --- readings describe their device: the pipeline never loads a driver class ------------------------------
+
+class EchoTimer(Driver):
+    """A time-of-flight device at the datasheet's 58 µs/cm, as a real driver declares it."""
+    temperature_compensated = False
+    assumed_sound_speed = 20000 / 58
+
+    def read(self, timeout):
+        return [self.reading({"distance": Value(round(5831 / 58 / 100, 4), "m")})]
+
+
+def test_the_reading_carries_what_the_pipeline_needs_of_the_device():
+    opts = options(driver="not-installed-anywhere", mount_height=3.0, air_temperature=20.0)
+    (r,) = EchoTimer(opts).read(1.0)
+    assert (r.temperature_compensated, r.assumed_sound_speed) == (False, 20000 / 58)
+    assert "temperature_compensated" not in r.to_json()  # not part of the published reading (SPEC §3)
+    r = Pipeline(opts, None).process(r)  # no driver class given, none looked up
+    assert r.value("distance") == pytest.approx(1.0006, abs=0.0001)
+
+
+def test_a_compensating_device_with_a_temperature_configured_is_said_once(caplog):
+    p = Fed(options(mount_height=3.0, air_temperature=20.0), None, driver=SelfCompensating)
+    feed(p, [(0, 1.0), (60, 1.0)])
+    assert caplog.text.count("compensates for air temperature itself; air_temperature not used") == 1

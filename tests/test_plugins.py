@@ -111,3 +111,28 @@ def test_a_plugin_without_read_is_refused_at_load_with_its_name(plugin, tmp_path
     line = result.stderr.splitlines()[0]
     assert line.startswith(f"{file}:5: sensors[0].driver: ")
     assert "demo_noread" in line and "does not implement read()" in line
+
+
+def test_a_reading_the_buffer_cannot_take_becomes_an_error_reading_and_the_sensor_reads_on(plugin, tmp_path):
+    """Issue 9, defect 7: the sink runs inside the sensor's error handling."""
+    from tests.daemon_helpers import Daemon, base_config, console_lines, status_json, wait_for, write_config
+
+    out = tmp_path / "out.jsonl"
+    cfg = write_config(tmp_path / "gw.yaml", base_config(
+        tmp_path, sensors=[{"id": "raw-1", "driver": "demo_raw", "interval": "50ms"}],
+        uplinks=[{"name": "console", "type": "console", "path": str(out)}]))
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: sum(r["quality"] == "ok" for r in console_lines(out)) >= 6, what="reading on")
+        refused = [r for r in console_lines(out) if r["quality"] == "error"]
+        assert len(refused) >= 2
+        assert all(r["error"].startswith("reading refused by the gateway (TypeError:") and "bytes" in r["error"]
+                   for r in refused), refused[0]
+        s = status_json(cfg)
+        assert s["healthy"] and s["sensors"]["raw-1"]["state"] == "ok"
+        assert s["sensors"]["raw-1"]["read_errors"] >= len(refused)
+        assert s["tasks"]["sensor-raw-1"] == {"state": "running", "restarts": 0, "last_error": None}
+        assert d.stop() == 0
+        assert "sensor raw-1: reading refused by the gateway" in d.logs()
+    finally:
+        d.kill()

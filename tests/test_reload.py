@@ -9,7 +9,8 @@ import sqlite3
 
 import pytest
 
-from tests.daemon_helpers import Daemon, base_config, console_lines, free_port, status_json, wait_for, write_config
+from tests.daemon_helpers import (Daemon, base_config, console_lines, free_port, gateway_cli, status_json, wait_for,
+                                  write_config)
 
 
 def _buffered_ids(db) -> set[str]:
@@ -79,3 +80,53 @@ def test_an_invalid_config_is_rejected_and_the_old_one_keeps_running(daemon):
     wait_for(lambda: status_json(cfg)["sensors"]["river-1"]["reads"] > reads + 2, what="reading goes on")
     assert d.proc.poll() is None
     assert d.stop() == 0
+
+
+def test_a_reload_that_cannot_start_a_new_uplink_is_refused_and_the_old_set_keeps_running(tmp_path):
+    """Issue 9, defect 4: all-or-nothing. Nothing of the new config is put into
+    effect when a part of it cannot start; status says the reload was refused
+    and why; the next reload compares against what really runs."""
+    out1, out2 = tmp_path / "out1.jsonl", tmp_path / "out2.jsonl"
+    doc = base_config(tmp_path, sensors=[{"id": "river-1", "driver": "sim_river", "interval": "100ms"}],
+                      uplinks=[{"name": "city", "type": "console", "path": str(out1)}])
+    cfg = write_config(tmp_path / "gw.yaml", doc)
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: len(console_lines(out1)) >= 3, what="readings in the first file")
+        doc["sensors"].append({"id": "snow-1", "driver": "sim_snow", "interval": "100ms"})
+        # "city" changes its file; "archive" passes the check but cannot open its file (a link into a
+        # directory that is not there: the check sees a file name in a directory that exists).
+        (tmp_path / "archive.jsonl").symlink_to(tmp_path / "no-such-dir" / "a.jsonl")
+        doc["uplinks"] = [{"name": "city", "type": "console", "path": str(out2)},
+                          {"name": "archive", "type": "console", "path": str(tmp_path / "archive.jsonl")}]
+        write_config(cfg, doc)
+        d.signal(signal.SIGHUP)
+        s = wait_for(lambda: (s := status_json(cfg)) and s["reload"] and s["reload"]["result"] == "refused" and s,
+                     what="the refused reload in the status")
+        assert "uplink archive cannot start" in s["reload"]["reason"] and "No such file" in s["reload"]["reason"]
+        assert set(s["sensors"]) == {"river-1"} and set(s["uplinks"]) == {"city"}
+        count = len(console_lines(out1))
+        wait_for(lambda: len(console_lines(out1)) > count + 3, what="the old uplink still delivering")
+        assert console_lines(out2) == [], "nothing of the refused config delivered"
+        assert "reload refused: uplink archive cannot start" in d.logs()
+        table = gateway_cli("status", "-c", str(cfg)).stdout
+        assert "last reload REFUSED" in table and "uplink archive cannot start" in table, table
+
+        doc["uplinks"] = doc["uplinks"][:1]  # the technician drops the broken uplink
+        write_config(cfg, doc)
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: (s := status_json(cfg)) and s["reload"]["result"] == "applied"
+                 and set(s["sensors"]) == {"river-1", "snow-1"}, what="the second reload applied")
+        wait_for(lambda: any(r["sensor"] == "snow-1" for r in console_lines(out2)), what="the new file in use")
+        delivered = lambda: {r["id"] for r in console_lines(out1) + console_lines(out2)}  # noqa: E731
+        wait_for(lambda: _buffered_ids(tmp_path / "buffer.db") <= delivered(), what="nothing lost across the reloads")
+
+        cfg.write_text(cfg.read_text().replace("driver: sim_snow", "driver: sim_snow\n  colour: red"))
+        d.signal(signal.SIGHUP)
+        s = wait_for(lambda: (s := status_json(cfg)) and s["reload"]["result"] == "refused" and s,
+                     what="an invalid config refused")
+        assert any("sensors[1].colour: unknown key" in e for e in s["reload"]["errors"]), s["reload"]
+        assert set(s["sensors"]) == {"river-1", "snow-1"}
+        assert d.stop() == 0
+    finally:
+        d.kill()

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers import a02yyuw, maxbotix, sr50a
+from gateway.config import sensor_model
 from gateway.sdk.driver import DeviceError
 from hil.distance_devices import A02yyuwDevice, MaxbotixDevice, Scene, Sr50aDevice, sr50a_packet
 from hil.models import speed_of_sound
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DRIVERS = {"maxbotix": maxbotix.Maxbotix, "a02yyuw": a02yyuw.A02yyuw, "sr50a": sr50a.Sr50a}
 def make(name: str, port: str = "/dev/null", **options):
     cls = DRIVERS[name]
-    return cls(cls.Options(id=f"t-{name}", driver=name, interval="1s", port=port, **options))
+    return cls(sensor_model(cls)(id=f"t-{name}", driver=name, interval="1s", port=port, **options))
 
 
 def test_sr50a_median_vector_is_the_snow_depth_of_the_manual():

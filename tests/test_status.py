@@ -101,3 +101,100 @@ def test_metrics_in_prometheus_text(running):
 def test_healthz(running):
     assert _get(running[3], "/healthz") == (200, "ok\n")
     assert _get(running[3], "/nothing")[0] == 404
+
+
+def test_healthz_is_unhealthy_once_a_sensor_has_failed_longer_than_unhealthy_after(tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path / "gw.yaml", base_config(
+        tmp_path, sensors=[{"id": "river-1", "driver": "sim_river", "interval": "200ms"},
+                           {"id": "river-2", "driver": "maxbotix", "interval": "1s",
+                            "port": str(tmp_path / "ttyUSB-unplugged")}],
+        uplinks=[], metrics_port=port, unhealthy_after="2s"))
+    d = Daemon(cfg)
+    try:
+        code, text = wait_for(lambda: (r := _get_or_none(port, "/healthz")) and r[0] == 503 and r, 60,
+                              what="/healthz to turn unhealthy")
+        assert text.startswith("sensor river-2: failing for ") and "ttyUSB-unplugged" in text
+        assert "river-1" not in text
+        assert status_json(cfg)["healthy"] is True  # the watchdog's health: a restart fixes no sensor
+    finally:
+        assert d.stop() == 0
+
+
+def _get_or_none(port: int, path: str):
+    try:
+        return _get(port, path)
+    except OSError:
+        return None
+
+
+def test_the_status_table_shows_each_uplinks_last_error():
+    import io
+
+    from gateway.status import print_table
+    data = {"gateway": "g", "pid": 1, "uptime_s": 5.0, "healthy": True, "problems": [], "clock": {"synced": True},
+            "sensors": {}, "buffer": {"path": "b.db", "readings": 3, "evictions": 0},
+            "uplinks": {"city": {"connected": False, "pending": 3, "oldest_pending_age_s": 4.0, "dead_letters": 0,
+                                 "last_error": "connection refused by 127.0.0.1:1883"},
+                        "console": {"connected": True, "pending": 0, "oldest_pending_age_s": None, "dead_letters": 0,
+                                    "last_error": None}}}
+    out = io.StringIO()
+    print_table(data, out)
+    lines = out.getvalue().splitlines()
+    assert any(l.startswith("city") and l.endswith("(connection refused by 127.0.0.1:1883)") for l in lines)
+    assert not any(l.startswith("console") and "(" in l for l in lines)
+
+
+def test_status_shows_tasks_reload_and_each_uplinks_last_error(running):
+    """Issue 9: the health view adds per uplink `last_error`, per sensor `last_reading_at`, `tasks`, `reload`."""
+    cfg, _, _, port = running
+    s = status_json(cfg)
+    tasks = s["tasks"]
+    for name in ("commit", "watchdog", "health", "sensor-river-1", "sensor-river-2", "deliver-console",
+                 "deliver-city", "uplink-city"):
+        assert tasks[name] == {"state": "running", "restarts": 0, "last_error": None}, (name, tasks)
+    assert tasks["clock"]["state"] == "done"  # its job ends once the clock is trusted
+    assert s["reload"] is None  # no reload yet
+    assert "Connection refused" in s["uplinks"]["city"]["last_error"]
+    assert s["uplinks"]["console"]["last_error"] is None
+    river = s["sensors"]["river-1"]
+    assert river["last_reading_at"] is not None and river["last_reading_at"].endswith("Z")
+    assert s["sensors"]["river-2"]["last_reading_at"] is None
+    code, text = _get(port, "/metrics")
+    assert 'gateway_task_up{task="deliver-city"} 1.0' in text and "gateway_reload_refused 0.0" in text
+    assert 'gateway_task_restarts_total{task="commit"} 0.0' in text
+
+
+def test_the_health_view_tells_its_listeners_of_a_state_change(tmp_path):
+    import asyncio
+    import time
+
+    import yaml
+
+    from gateway.config import parse_config
+    from gateway.service import Gateway
+
+    doc = base_config(tmp_path, sensors=[{"id": "river-1", "driver": "sim_river", "interval": "100ms"},
+                                         {"id": "river-2", "driver": "maxbotix", "interval": "100ms",
+                                          "port": str(tmp_path / "ttyUSB-unplugged")}], uplinks=[])
+    seen: list[dict] = []
+
+    async def scenario():
+        gw = Gateway(parse_config(yaml.safe_dump(doc)))
+        task = asyncio.create_task(gw.run())
+        deadline = time.monotonic() + 20
+        while gw.health is None:
+            await asyncio.sleep(0.01)
+        gw.health.on_change(lambda: seen.append(gw.health.snapshot()["sensors"]))
+        while not any(x.get("river-2", {}).get("state") == "failing" for x in seen):
+            assert time.monotonic() < deadline, seen[-1:]
+            await asyncio.sleep(0.02)
+        count = len(seen)
+        await asyncio.sleep(0.5)
+        gw.request_stop("test")
+        assert await task == 0
+        return count
+
+    count = asyncio.run(scenario())
+    assert seen[-1]["river-1"]["state"] == "ok"
+    assert count <= 4, "told of changes, not of every check"

@@ -64,8 +64,13 @@ def scan_frames(buffer: bytes) -> tuple[list[int], int, bytes]:
 
 class A02yyuwOptions(SerialDistanceOptions):
     unit: Literal["mm", "cm"] = Field("mm", description="unit of the frame value: mm (A02YYUW, JSN-SR04T), cm (SEN0627)")
-    max_range: float = Field(6.0, gt=0, description="m; a larger distance is suspect (A02YYUW 4.5, JSN-SR04T 6)")
+    max_range: float = Field(6.0, gt=0, le=10, json_schema_extra={"unit": "m"},
+                             description="the model's range (A02YYUW 4.5, JSN-SR04T 6): a larger distance is "
+                                         "suspect, a higher mount_height rejected")
     trigger: bool = Field(False, description="send 0x55 for each frame (JSN-SR04T mode 3 / v3 serial mode)")
+
+    def range_limit(self) -> float:
+        return self.max_range
 
 
 class A02yyuw(SerialDistanceDriver):

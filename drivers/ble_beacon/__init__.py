@@ -10,9 +10,11 @@ Beacon identities never leave the gateway: `device` is a keyed pseudonym
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +24,8 @@ from gateway.sdk.driver import DeviceError, Driver, SensorOptions
 from drivers.ble_beacon.advert import Advertisement
 from drivers.ble_beacon.aggregate import Aggregator, canonical_id, summary_values
 from drivers.ble_beacon.scanners import REPLAY_PREFIX, Scanner, open_scanner
-from gateway.sdk.fields import ReadableFile, Strict
+from gateway.sdk.fields import (FILE_MAX, CredentialFile, Strict, credential_source, not_there_yet,
+                                read_regular)
 from gateway.sdk.pseudonym import pseudonym
 from gateway.sdk.reading import Reading, Value
 
@@ -30,15 +33,42 @@ log = logging.getLogger(__name__)
 
 BeaconId = Annotated[str, AfterValidator(canonical_id)]
 MIN_SALT_BYTES = 16
+MIN_SALT_SYMBOLS = 8  # distinct byte values; 32 random bytes in base64 have about 25
 SILENT_RESTART = 600.0  # s without any advertisement before a real adapter's scan is restarted
 WARN_EVERY = 600.0  # s between two warnings about skipped input
 INBOX_MAX = 100_000  # advertisements held between two reads; beyond, the oldest are dropped and counted
 
 
+MAKE_SALT = "head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE"
+
+
+def _trivially_weak(salt: bytes) -> bool:
+    """aaaa…, abcabc…, hunter2hunter2…, abcdef…, 0123…: few symbols, a period, or mostly one step."""
+    if len(set(salt)) < MIN_SALT_SYMBOLS:
+        return True
+    if any(salt == (salt[:p] * (len(salt) // p + 1))[:len(salt)] for p in range(1, len(salt) // 2 + 1)):
+        return True
+    steps = Counter(b - a for a, b in zip(salt, salt[1:]))
+    return steps.most_common(1)[0][1] > 0.75 * (len(salt) - 1)
+
+
 def read_salt(path: Path) -> bytes:
     """The HMAC key: the file's bytes without surrounding whitespace (a text
-    salt's newline), so a base64 text salt and a binary one both work. Never logged."""
-    return path.read_bytes().strip()
+    salt's newline), so a base64 text salt and a binary one both work. Never logged.
+
+    The same rules at load and at every open: an emptied or weakened salt would
+    turn the pseudonyms into HMACs anyone can reverse from a list of candidate
+    MACs, so it is a ValueError, never a key."""
+    salt = read_regular(credential_source(path), FILE_MAX, "salt_file").strip()
+    if len(salt) < MIN_SALT_BYTES:
+        raise ValueError(f"salt_file {path} holds fewer than {MIN_SALT_BYTES} bytes; make one with: {MAKE_SALT}")
+    if _trivially_weak(salt):
+        raise ValueError(f"salt_file {path} is trivially weak (a repeated or counting pattern); "
+                         f"make one with: {MAKE_SALT}")
+    if os.stat(credential_source(path)).st_mode & stat.S_IROTH:
+        raise ValueError(f"salt_file {path} is readable by every user; chmod 600 it "
+                         "(or 640 with the gateway's group)")
+    return salt
 
 
 class BatteryRange(Strict):
@@ -60,7 +90,7 @@ class BatteryRange(Strict):
 class BleBeaconOptions(SensorOptions):
     adapter: str = Field("hci0", description="a BlueZ adapter (hci0) or replay:FILE (a recorded replay)")
     allow: list[BeaconId] | None = Field(None, description="report only these beacons: raw ids or MACs")
-    salt_file: ReadableFile | None = Field(
+    salt_file: CredentialFile | None = Field(
         None, description="HMAC key for the beacon pseudonyms (required unless publish_raw_ids)")
     publish_raw_ids: bool = Field(False, description="publish raw beacon ids instead of pseudonyms (not for people)")
     path_loss_exponent: float = Field(2.0, ge=1.0, le=6.0, description="n of the log-distance model (2 free space)")
@@ -87,9 +117,8 @@ class BleBeaconOptions(SensorOptions):
             if not self.publish_raw_ids:
                 raise ValueError("salt_file is required: beacon ids are published only as pseudonyms "
                                  "(or set publish_raw_ids: true for beacons that do not belong to people)")
-        elif len(read_salt(self.salt_file)) < MIN_SALT_BYTES:
-            raise ValueError(f"salt_file {self.salt_file} holds fewer than {MIN_SALT_BYTES} bytes; "
-                             "make one with: head -c 32 /dev/urandom | base64 > FILE")
+        elif not not_there_yet(self.salt_file):  # the documented credentials path of a Pi not set up yet
+            read_salt(self.salt_file)
         return self
 
 
@@ -113,8 +142,13 @@ class BleBeacon(Driver):
 
     def open(self) -> None:
         o = self.options
-        # Read the salt at every open: a rotated salt file takes effect on reopen.
-        self._salt = None if o.salt_file is None else read_salt(o.salt_file)
+        # Read the salt at every open: a rotated salt file takes effect on reopen. One
+        # that no longer passes the rules stops publishing (the sensor fails, loudly).
+        try:
+            self._salt = None if o.salt_file is None else read_salt(o.salt_file)
+        except ValueError as exc:
+            self._salt = None
+            raise DeviceError(f"{exc}; no beacon is published until it is fixed") from None
         self._ended = False
         self._start_scanner()
 

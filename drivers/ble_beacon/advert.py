@@ -12,12 +12,15 @@ company ids as decimal keys, bytes as hex, t in seconds from the start.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 
 _MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _BASE_UUID = "-0000-1000-8000-00805f9b34fb"
+
+
+# A replay line is played at start + t: a t of 1e300 would hold the scanner for ever.
+MAX_T = 7 * 24 * 3600
 
 
 class AdvertError(ValueError):
@@ -65,8 +68,9 @@ def from_json(line: str) -> Advertisement:
     if not isinstance(doc, dict):
         raise AdvertError("a replay line is a JSON object")
     t, rssi, address = doc.get("t", 0.0), doc.get("rssi"), doc.get("address")
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-        raise AdvertError("t must be a number of seconds >= 0")
+    # Compared, not math.isfinite(): an integer of 400 digits overflows a float.
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= MAX_T:
+        raise AdvertError(f"t must be a number of seconds from 0 to {MAX_T} (a week)")
     if isinstance(rssi, bool) or not isinstance(rssi, int) or not -127 <= rssi <= 20:
         raise AdvertError("rssi must be an integer dBm in -127..20")
     if not isinstance(address, str):

@@ -11,6 +11,7 @@ A replay file holds raw ids and MACs: treat it as personal data.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -105,7 +106,11 @@ def main(seconds: float = 10.0, adapter: str = "hci0", record_to: str | Path | N
     adapter cannot scan (the reason on stderr)."""
     try:
         if record_to is not None:
-            with open(record_to, "w", encoding="utf-8") as out:
+            # Raw ids and MACs are personal data: the file is the owner's alone (0600),
+            # also when it replaces an older recording with wider permissions.
+            fd = os.open(record_to, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            os.fchmod(fd, 0o600)
+            with open(fd, "w", encoding="utf-8") as out:
                 n = record(adapter, out, seconds)
             print(f"recorded {n} advertisements in {seconds:g}s to {record_to} "
                   "(raw ids and MACs: handle as personal data)", file=sys.stderr)

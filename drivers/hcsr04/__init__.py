@@ -62,6 +62,12 @@ class Hcsr04Options(DistanceOptions):
     trigger_pin: int | str = Field(description="GPIO for TRIG, e.g. 23 or \"GPIO23\" or \"BOARD16\"")
     echo_pin: int | str = Field(description="GPIO for ECHO (through a 5 V -> 3.3 V divider)")
     samples: int = Field(5, ge=1, le=25, description="median of N pings (60 ms each)")
+    max_range: float = Field(4.0, gt=0, le=6, json_schema_extra={"unit": "m"},
+                             description="the module's range (HC-SR04 4, JSN-SR04T 6): the highest mount_height")
+    measuring_range = 6.0  # JSN-SR04T; the HC-SR04 datasheet gives 2 cm to 4 m
+
+    def range_limit(self) -> float:
+        return self.max_range
 
     @model_validator(mode="after")
     def _distinct(self) -> "Hcsr04Options":

@@ -49,6 +49,7 @@ class I2cxlOptions(DistanceOptions):
     bus: int = Field(1, ge=0, description="I2C bus number (/dev/i2c-N)")
     address: int = Field(0x70, ge=0x08, le=0x77, description="7-bit address (factory default 0x70 = 224 8-bit)")
     samples: int = Field(1, ge=1, le=25, description="median of N ranges (100 ms each)")
+    measuring_range = MAX_CM / 100  # 20 to 765 cm (I2CXL-MaxSonar-EZ datasheet)
 
     @field_validator("address", mode="before")
     @classmethod

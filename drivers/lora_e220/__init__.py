@@ -1,5 +1,5 @@
 """Ebyte E220 (also E22) in transparent UART mode with REG3 bit 7 "Enable RSSI
-Byte" set (WIRE-FORMATS §4.3; E220 user manual p.17).
+Byte" set (Ebyte E220 user manual p.17).
 
 The UART carries no delimiter, length or checksum: a packet is the bytes that
 arrive together, ended by an idle gap (`frame_gap`, 80 ms like the xreef

@@ -1,5 +1,5 @@
 """EASEL ES920LR / ES920LR2 in ASCII mode with RSSI and source-id output on
-(WIRE-FORMATS §4.4, from public drivers; UNVERIFIED against EASEL's manual).
+(from public drivers; UNVERIFIED against EASEL's manual).
 
 A received line is `RRRR PPPP SSSS <data>` without separators: RSSI as 16-bit
 two's complement hex, PAN id, source id, then the data as text (hex text for

@@ -1,4 +1,4 @@
-"""RAKwireless RAK3172 with RUI3 firmware in LoRa P2P mode (WIRE-FORMATS §4.1).
+"""RAKwireless RAK3172 with RUI3 firmware in LoRa P2P mode.
 
 Setup on every open: `AT` (is it there?), `AT+NWM=?` and, unless already
 P2P, `AT+NWM=0` (the module restarts: `AT` until it answers), `AT+PRECV=0`

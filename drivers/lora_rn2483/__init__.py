@@ -1,4 +1,4 @@
-"""Microchip RN2483 / RN2903 in raw radio mode (WIRE-FORMATS §4.2; command
+"""Microchip RN2483 / RN2903 in raw radio mode (command
 reference DS40001784G §2.5).
 
 Setup on every open: `mac pause` (is it there? stops the LoRaWAN stack),

@@ -46,7 +46,13 @@ def split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
 
 
 class MaxbotixOptions(SerialDistanceOptions):
-    range_m: Literal[5, 10] = Field(5, description="model range in m; sets the no-target code 5000 or 9999")
+    range_m: Literal[5, 10] = Field(5, json_schema_extra={"unit": "m"},
+                                    description="model range (MB7369 5, MB7389 10); sets the no-target code "
+                                                "5000 or 9999 and the highest mount_height")
+    measuring_range = 10.0  # the 10 m models (HRXL datasheet)
+
+    def range_limit(self) -> float:
+        return float(self.range_m)
 
 
 class Maxbotix(SerialDistanceDriver):

@@ -97,6 +97,7 @@ class Sr50aOptions(SerialDistanceOptions):
     units: Literal["m", "cm", "mm", "ft", "in"] = Field("mm", description="the sensor's Output Units setting")
     samples: int = Field(11, ge=1, le=100, description="polls per reading; the reading is their median (manual: 11)")
     max_quality: int = Field(300, ge=152, le=600, description="quality numbers above this are suspect (600 worst)")
+    measuring_range = 10.0  # 0.5 to 10 m (SR50A manual, specifications)
 
 
 class Sr50a(SerialDistanceDriver):

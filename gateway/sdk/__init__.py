@@ -7,10 +7,11 @@ core and the core reaches drivers only through the entry-point registry:
 """
 
 from gateway.sdk.driver import DeviceError, DistanceOptions, Driver, SensorOptions
-from gateway.sdk.fields import Duration, Location, Name, ReadableFile, SecretFile, Strict, parse_i2c_address
+from gateway.sdk.fields import (Duration, Location, Name, ReadableFile, SecretFile, Strict, key_error,
+                                parse_i2c_address)
 from gateway.sdk.pseudonym import pseudonym
 from gateway.sdk.reading import Reading, Value, format_time
 
 __all__ = ["DeviceError", "DistanceOptions", "Driver", "SensorOptions", "Duration", "Location", "Name",
-           "ReadableFile", "SecretFile", "Strict", "parse_i2c_address", "pseudonym", "Reading", "Value",
+           "ReadableFile", "SecretFile", "Strict", "key_error", "parse_i2c_address", "pseudonym", "Reading", "Value",
            "format_time"]

@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from gateway.sdk.devices import HARDWARE, Devices
 from gateway.sdk.fields import Duration, Location, Name, Strict
@@ -26,22 +26,6 @@ from gateway.sdk.reading import Reading, Value
 
 class DeviceError(Exception):
     """The device could not be opened or read (unplugged, no answer, bus error)."""
-
-
-class AlertLevels(Strict):
-    """The four Japanese river stages, water level in m above the gauge datum:
-    standby 水防団待機水位, caution 氾濫注意水位, evacuation 避難判断水位, danger 氾濫危険水位."""
-
-    standby: float
-    caution: float
-    evacuation: float
-    danger: float
-
-    @model_validator(mode="after")
-    def _ascending(self) -> "AlertLevels":
-        if not self.standby <= self.caution <= self.evacuation <= self.danger:
-            raise ValueError("alert levels must rise: standby <= caution <= evacuation <= danger")
-        return self
 
 
 class SensorOptions(Strict):
@@ -61,47 +45,20 @@ class SensorOptions(Strict):
 
 
 class DistanceOptions(SensorOptions):
-    """Keys of every distance sensor (river level or snow depth). The pipeline
-    (gateway/pipeline.py) uses them; a driver only reports the raw `distance`."""
+    """Keys of every distance sensor's driver (river level or snow depth). The
+    driver reports the raw `distance`; the pipeline's own keys (mount_height,
+    alert levels, snowfall ...) are composed in when the config is loaded
+    (gateway/pipeline_options.py), so a driver never declares them."""
 
     kind: Literal["river_level", "snow_depth"] = "river_level"
-    mount_height: float | None = Field(None, gt=0, description="sensor height above the gauge datum / ground, m")
-    # Speed of sound: used only when the driver's device does not compensate by itself.
-    air_temperature: float | None = Field(None, ge=-60, le=70, description="fixed air temperature, °C "
-                                          "(with temperature_from: used while that sensor has no fresh reading)")
-    temperature_from: Name | None = Field(None, description="id of a bme280 sensor whose air_temperature to use")
-    temperature_max_age: Duration = Field(900.0, description="older temperature readings are not used")
-    median_window: int = Field(1, ge=1, le=101, description="median of the last N levels (1: off)")
-    max_jump: float | None = Field(None, gt=0, description="m per reading beyond which a reading is suspect")
-    # River
-    alert_levels: AlertLevels | None = None
-    hysteresis: float = Field(0.05, ge=0, description="m a level (or snowfall_24h) must fall below a stage to leave it")
-    fast_interval: Duration | None = Field(None, description="interval while at/above standby or rising fast")
-    rise_rate: float | None = Field(None, gt=0, description="m/h of rise that switches to fast_interval")
-    rise_window: Duration = Field(900.0, description="time over which the rise rate is measured")
-    # Snow
-    snowfall_deadband: float = Field(0.01, ge=0, description="m of depth gain below which it is noise, not snow")
-    removal_threshold: float | None = Field(None, gt=0, description="m of snowfall in 24 h that calls for removal")
+    # The farthest distance in m the device measures (its datasheet; the largest model the driver
+    # speaks to). `check` rejects a mount height beyond it: the sensor could not see low water or bare
+    # ground. None: not known.
+    measuring_range: ClassVar[float | None] = None
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "DistanceOptions":
-        river = self.kind == "river_level"
-        needs_mount = [k for k in ("alert_levels", "removal_threshold") if getattr(self, k) is not None]
-        if needs_mount and self.mount_height is None:
-            raise ValueError(f"{needs_mount[0]} needs mount_height (levels are measured from it)")
-        if not river and (self.alert_levels is not None or self.fast_interval is not None or self.rise_rate is not None):
-            raise ValueError("alert_levels, fast_interval and rise_rate are for kind river_level")
-        if river and self.removal_threshold is not None:
-            raise ValueError("removal_threshold is for kind snow_depth")
-        if self.fast_interval is not None:
-            if self.alert_levels is None and self.rise_rate is None:
-                raise ValueError("fast_interval needs alert_levels or rise_rate (what switches it on)")
-            if self.fast_interval >= self.interval:
-                raise ValueError(f"fast_interval ({self.fast_interval:g}s) must be shorter than interval "
-                                 f"({self.interval:g}s)")
-        elif self.rise_rate is not None:
-            raise ValueError("rise_rate needs fast_interval (the interval it switches to)")
-        return self
+    def range_limit(self) -> float | None:
+        """The range of the configured model, when options pick one (e.g. a 5 m or 10 m MaxBotix)."""
+        return self.measuring_range
 
 
 class Driver(ABC):
@@ -114,7 +71,8 @@ class Driver(ABC):
     event_driven: ClassVar[bool] = False
     # Distance sensors: does the device correct for air temperature itself? If
     # not, the pipeline rescales `distance` from the speed of sound the device
-    # assumed to the one at the measured air temperature.
+    # assumed to the one at the measured air temperature. Every Reading from
+    # `reading()` carries both, so the pipeline never needs the driver class.
     temperature_compensated: ClassVar[bool] = True
     assumed_sound_speed: ClassVar[float] = 343.0  # m/s the device's distance is based on
 
@@ -140,4 +98,6 @@ class Driver(ABC):
                 device: str | None = None, kind: str | None = None) -> Reading:
         """A Reading stamped now, for this sensor."""
         return Reading(sensor=self.options.id, kind=kind or self.kind, values=values, observed_at=time.time(),
-                       monotonic=time.monotonic(), quality=quality, error=error, device=device)
+                       monotonic=time.monotonic(), quality=quality, error=error, device=device,
+                       temperature_compensated=self.temperature_compensated,
+                       assumed_sound_speed=self.assumed_sound_speed)

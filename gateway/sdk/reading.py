@@ -68,6 +68,11 @@ class Reading:
     gateway: str | None = None
     location: tuple[float, float] | None = None
     alert: bool = False  # an alert-level change: sent before the backlog, never evicted first
+    # What the pipeline needs to know of the device (set by Driver.reading(); not part of the JSON):
+    # does it correct its distance for air temperature itself, and if not, what speed of sound (m/s)
+    # its distance is based on.
+    temperature_compensated: bool = True
+    assumed_sound_speed: float = 343.0
 
     def value(self, name: str) -> Any:
         v = self.values.get(name)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from gateway.catalogue import SensorCatalogue
 from gateway.config import ConsoleUplinkConfig, MqttUplinkConfig, NgsiLdUplinkConfig, UplinkBase
-from gateway.uplinks.base import Transport
+from gateway.uplinks.base import Transport, check_transport_class
 
 
-def make_transport(config: UplinkBase, gateway: str, app_config: Any = None) -> Transport:
-    """`app_config` (the whole Config) is for uplinks that need sensor options (NGSI-LD: alert levels)."""
+def make_transport(config: UplinkBase, gateway: str, catalogue: SensorCatalogue | None = None) -> Transport:
+    """`catalogue` (kind, location, thresholds per sensor) is for uplinks that describe sensors (NGSI-LD)."""
     if isinstance(config, ConsoleUplinkConfig):
         from gateway.uplinks.console import ConsoleTransport
-        return ConsoleTransport(config)
+        return check_transport_class(ConsoleTransport)(config)
     if isinstance(config, MqttUplinkConfig):
         from gateway.uplinks.mqtt import MqttTransport
-        return MqttTransport(config, gateway)
+        return check_transport_class(MqttTransport)(config, gateway)
     if isinstance(config, NgsiLdUplinkConfig):
         from gateway.uplinks.ngsi_ld import NgsiLdTransport
-        return NgsiLdTransport(config, gateway, app_config)
+        return check_transport_class(NgsiLdTransport)(config, gateway, catalogue)
     raise ValueError(f"uplink {config.name}: type {getattr(config, 'type', '?')} is not supported yet")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from typing import Hashable
 
 from gateway.buffer import Row
@@ -20,11 +21,19 @@ class TransientError(Exception):
         self.retry_after = retry_after
 
 
-class Transport:
+class TransportLoadError(Exception):
+    """A transport class that cannot be used (an abstract method left out)."""
+
+
+class Transport(ABC):
     """An uplink's wire side. `send` returns a future of one outcome per row:
     None when the far end accepted it, or the reason it rejected it as invalid
     (the row becomes a dead letter). The future raises TransportLost or
-    TransientError for failures that must be retried."""
+    TransientError for failures that must be retried.
+
+    `last_error` is the latest reason the uplink cannot deliver (refused
+    connection, bad TLS material, HTTP 503 ...), None once it delivers again;
+    `gateway status` shows it."""
 
     name: str
     batch: int = 1  # readings per send
@@ -33,7 +42,13 @@ class Transport:
     last_error: str | None = None
 
     async def start(self) -> None:
-        """Begin connecting (returns at once; `ready` tells when sending can start)."""
+        """Prepare (returns at once; `ready` tells when sending can start). An
+        exception here is shown as the uplink's last_error and start is retried."""
+
+    async def run(self) -> None:
+        """The transport's own background work (connect and reconnect), run as a
+        supervised task: if it dies it is logged, shown and restarted. Returns at
+        once for a transport without such work."""
 
     async def ready(self) -> None:
         """Returns once sending can start."""
@@ -52,8 +67,20 @@ class Transport:
         a group key."""
         return self.group_key(row)
 
+    @abstractmethod
     def send(self, rows: list[Row]) -> asyncio.Future:
-        raise NotImplementedError
+        ...
 
     async def stop(self) -> None:
         """Close the connection (after the last acknowledgements)."""
+
+
+def check_transport_class(cls: type) -> type[Transport]:
+    """A transport class fit to use, or TransportLoadError naming it and what it lacks."""
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    if not (isinstance(cls, type) and issubclass(cls, Transport)):
+        raise TransportLoadError(f"transport {where} is not a gateway.uplinks.base.Transport subclass")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise TransportLoadError(f"transport {where} does not implement {', '.join(missing)}")
+    return cls

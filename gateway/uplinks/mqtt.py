@@ -22,6 +22,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from gateway.buffer import Row
 from gateway.config import MqttUplinkConfig
 from gateway.sdk.fields import read_secret
+from gateway.tls import TlsError, client_context
 from gateway.uplinks.base import Transport, TransportLost
 from gateway.uplinks.mqtt_link import MqttLink
 
@@ -70,7 +71,12 @@ class MqttTransport(Transport):
     # --- connection ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self.link.run(), name=f"mqtt-{self.name}")
+        """Nothing to prepare: the connection is `run`'s (TLS material is loaded at each attempt)."""
+
+    async def run(self) -> None:
+        """Connect and reconnect, as the daemon's supervised task `uplink-<name>`."""
+        self._task = asyncio.current_task()
+        await self.link.run()
 
     async def ready(self) -> None:
         await self.link.ready.wait()
@@ -82,6 +88,10 @@ class MqttTransport(Transport):
     @property
     def last_error(self) -> str | None:
         return self.link.last_error
+
+    @last_error.setter
+    def last_error(self, value: str | None) -> None:
+        self.link.last_error = value  # the uplink supervisor says why start failed
 
     @property
     def broker(self) -> str:
@@ -165,9 +175,10 @@ class MqttTransport(Transport):
             except TimeoutError:
                 pass  # the will says "offline" anyway if this one is lost
         await self.link.close()
-        if self._task is not None:
-            self._task.cancel()
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass

@@ -30,6 +30,7 @@ from paho.mqtt.properties import Properties
 from tenacity import wait_random_exponential
 
 from gateway.config import MqttUplinkConfig
+from gateway.tls import TlsError, client_context
 
 log = logging.getLogger("gateway.uplinks.mqtt")
 
@@ -126,13 +127,16 @@ class MqttLink:
             except Exception as exc:  # noqa: BLE001 - whatever it is, retry; never die unwatched
                 self._next_broker()
                 delay = self.schedule.failed()
-                self._failed(f"{type(exc).__name__}: {exc}", delay)
+                self._failed(f"{exc.key}: {exc}" if isinstance(exc, TlsError) else f"{type(exc).__name__}: {exc}",
+                             delay)
             if not self.stopping:
                 await asyncio.sleep(delay)
 
     async def _attempt(self) -> float:
         if self.client is None:
-            self.client = self._new_client()  # TLS material is loaded here: a bad key raises, and is retried
+            self.client = self._new_client()
+        if self.config.tls:
+            self._load_tls()  # at each attempt: a renewed certificate is picked up; a bad key raises, is retried
         self.broker = broker = self.brokers[self._index]
         self.attempts_total += 1
         self._lost = asyncio.Event()
@@ -201,11 +205,8 @@ class MqttLink:
         self._index = (self._index + 1) % len(self.brokers)
 
     def _failed(self, message: str, delay: float) -> None:
-        """Logged once while it stays the same; `last_error` always says it."""
-        if message != self.last_error:
-            log.warning("uplink %s: %s; retrying in %.1fs", self.name, message, delay)
-        else:
-            log.debug("uplink %s: %s; retrying in %.1fs", self.name, message, delay)
+        """One line for one failed attempt; `last_error` says it until a connection works."""
+        log.warning("uplink %s: %s; retrying in %.1fs", self.name, message, delay)
         self.last_error = message
 
     # --- the paho client -------------------------------------------------------------------------
@@ -223,12 +224,6 @@ class MqttLink:
         client.enable_logger(logging.getLogger("paho.mqtt"))  # callback errors reach our log
         if self.config.username:
             client.username_pw_set(self.config.username, self.password)
-        if self.config.tls:
-            client.tls_set(
-                ca_certs=str(self.config.ca_file) if self.config.ca_file else None,
-                certfile=str(self.config.cert_file) if self.config.cert_file else None,
-                keyfile=str(self.config.key_file) if self.config.key_file else None,
-            )
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -238,6 +233,14 @@ class MqttLink:
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_unregister_write
         return client
+
+    def _load_tls(self) -> None:
+        context = client_context(self.config.ca_file, self.config.cert_file, self.config.key_file)
+        if self.client._ssl_context is None:
+            self.client.tls_set_context(context)
+        else:
+            # paho has no public way to swap the context of a configured client; it reads this at each connect.
+            self.client._ssl_context = context
 
     def _connect_kwargs(self) -> dict:
         if self.config.protocol != "5":
@@ -309,9 +312,8 @@ class MqttLink:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self._refused = True
-            message = f"broker {self.broker} refused the connection: {reason_code}"
-            log.log(logging.ERROR if message != self.last_error else logging.DEBUG, "uplink %s: %s", self.name, message)
-            self.last_error = message
+            self.last_error = f"broker {self.broker} refused the connection: {reason_code}"
+            log.error("uplink %s: %s", self.name, self.last_error)
             return  # paho disconnects; _on_disconnect follows
         client.publish(self.status_topic, "online", qos=1, retain=True)
         log.info("uplink %s: connected to %s (session present: %s)", self.name, self.broker, flags.session_present)

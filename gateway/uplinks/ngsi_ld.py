@@ -27,7 +27,6 @@ import asyncio
 import email.utils
 import json
 import logging
-import ssl
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -36,11 +35,12 @@ from typing import Any
 import httpx
 
 from gateway import ngsi_ld_mapping as mapping
-from gateway import registry
 from gateway.buffer import Row
+from gateway.catalogue import SensorCatalogue
 from gateway.config import NgsiLdUplinkConfig
 from gateway.sdk.fields import read_secret
 from gateway.sdk.reading import format_time
+from gateway.tls import client_context
 from gateway.uplinks.base import TransientError, Transport
 
 log = logging.getLogger(__name__)
@@ -98,33 +98,18 @@ def _firmware() -> str:
         return "unknown"
 
 
-def _kind_of(options: Any) -> str | None:
-    """A sensor's kind: from its options (distance sensors) or its driver class (beacons, LoRa)."""
-    kind = getattr(options, "kind", None)
-    if isinstance(kind, str):
-        return kind
-    try:
-        kind = getattr(registry.load(options.driver), "kind", None)
-    except registry.DriverLoadError:
-        return None
-    return kind if isinstance(kind, str) else None
-
-
 class NgsiLdTransport(Transport):
     window = 1  # one send at a time: per-entity order and "never backwards" stay simple
 
-    def __init__(self, config: NgsiLdUplinkConfig, gateway: str, app_config: Any = None):
+    def __init__(self, config: NgsiLdUplinkConfig, gateway: str, catalogue: SensorCatalogue | None = None):
         self.config = config
         self.name = config.name
         self.gateway = gateway
         self.batch = config.batch
         self.limit = config.max_request_bytes
         self.base = config.url.rstrip("/")
-        sensors = list(getattr(app_config, "sensors", None) or [])
-        self.options = {s.id: s for s in sensors}
-        self.kinds = sorted({k for k in map(_kind_of, sensors) if k})
-        gw = getattr(app_config, "gateway", None)
-        self.location = getattr(gw, "location", None)
+        # Shared with the daemon, which replaces its entries on a reload: looked up on every send.
+        self.catalogue = catalogue if catalogue is not None else SensorCatalogue()
         self.temporal = True  # until the broker says it has no temporal store
         self._temporal_probe_at = 0.0  # when to ask again (a broker may be restarted with TRoE)
         self.requests = 0  # for the bench and status
@@ -143,9 +128,7 @@ class NgsiLdTransport(Transport):
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        verify: Any = True
-        if self.config.ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(self.config.ca_file))
+        verify = client_context(self.config.ca_file)  # the system CA store unless ca_file
         self._client = httpx.AsyncClient(base_url=self.base, headers=self._headers, verify=verify,
                                          timeout=self.config.timeout, trust_env=False)
 
@@ -185,7 +168,7 @@ class NgsiLdTransport(Transport):
                 continue
             try:
                 doc = json.loads(row.body)
-                for e in mapping.entities(doc, self.options.get(row.sensor)):
+                for e in mapping.entities(doc, self.catalogue.get(row.sensor)):
                     items.append(_Item(i, e, doc["observed_at"]))
             except (mapping.Unmappable, ValueError, KeyError, TypeError) as exc:
                 out.reasons[i], out.decided[i] = f"not mappable to NGSI-LD: {exc}", True
@@ -249,7 +232,7 @@ class NgsiLdTransport(Transport):
             return []
         self._next_heartbeat = now + self.config.heartbeat
         at = format_time(time.time())
-        e = mapping.gateway_device(self.gateway, self.location, self.kinds, _firmware(), "ok", at)
+        e = mapping.gateway_device(self.gateway, self.catalogue.location, self.catalogue.kinds(), _firmware(), "ok", at)
         return [_Item(-1, e, at)]
 
     # --- temporal instances --------------------------------------------------------------------
