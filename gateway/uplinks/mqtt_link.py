@@ -133,12 +133,12 @@ class MqttLink:
                 await asyncio.sleep(delay)
 
     async def _attempt(self) -> float:
+        self.attempts_total += 1
         if self.client is None:
             self.client = self._new_client()
         if self.config.tls:
             self._load_tls()  # at each attempt: a renewed certificate is picked up; a bad key raises, is retried
         self.broker = broker = self.brokers[self._index]
-        self.attempts_total += 1
         self._lost = asyncio.Event()
         self._refused = False
         try:
