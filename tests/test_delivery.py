@@ -150,3 +150,42 @@ def test_drain_rate_paces_the_backlog_and_alerts_go_first_unpaced(tmp_path):
     for at, n in stamps[1:]:
         sent += n
         assert sent <= 400 + 400 * (at - start) + 10, "a one-second burst, then never faster than the rate"
+
+
+class Flaky(Recorder):
+    """A transport whose connection comes and goes (like MQTT's)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.up = asyncio.Event()
+
+    @property
+    def connected(self):
+        return self.up.is_set()
+
+    async def ready(self):
+        await self.up.wait()
+
+
+def test_nothing_new_is_handed_to_a_transport_that_is_down(tmp_path):
+    buf = Buffer(tmp_path / "b.db", ["u"], gateway="gw")
+    for i in range(50):
+        buf.append(reading("river-1", i))
+    buf.commit()
+
+    async def main():
+        t = Flaky(batch=5, window=4)
+        t.drain_rate = 1000.0
+        d = Delivery(buf, t, backoff_cap=0.05)
+        task = asyncio.create_task(d.run())
+        await asyncio.sleep(0.3)
+        assert t.sent == [], "no send while the transport is down"
+        t.up.set()
+        while buf.acked["u"] < buf.last_seq:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return t
+
+    t = asyncio.run(asyncio.wait_for(main(), 30))
+    assert [i for ids in t.sent for i in ids] == [f"gw.river-1.{1_763_780_000_000 + i}.000000" for i in range(50)]

@@ -315,6 +315,9 @@ class MqttLink:
             self.last_error = f"broker {self.broker} refused the connection: {reason_code}"
             log.error("uplink %s: %s", self.name, self.last_error)
             return  # paho disconnects; _on_disconnect follows
+        if self.stopping:  # a connect that was under way when the uplink stopped (a reload)
+            client.disconnect()
+            return
         client.publish(self.status_topic, "online", qos=1, retain=True)
         log.info("uplink %s: connected to %s (session present: %s)", self.name, self.broker, flags.session_present)
         self.last_error = None
