@@ -62,7 +62,25 @@ class Unit:
                                   reconnect_max=f"{args.reconnect_max}s", drain_rate=args.drain_rate, batch=args.batch)
         self.transport = MqttTransport(config, gateway_id(g))
         self.delivery = Delivery(self.buffer, self.transport, config.reconnect_max)
-        self.current_at: float | None = None
+        self.attempts: list[float] = []  # when each connection attempt started, when a broker accepted one
+        self.connects: list[float] = []
+        self._timestamp(self.transport.link)
+
+    def _timestamp(self, link) -> None:
+        """Stamp attempts and accepted connections as they happen (sampling counters from 125
+        gateways sharing one busy loop would bunch them)."""
+        attempt, on_connect = link._attempt, link._on_connect
+
+        async def stamped_attempt():
+            self.attempts.append(time.time())
+            return await attempt()
+
+        def stamped_connect(client, userdata, flags, reason_code, properties):
+            if not reason_code.is_failure:
+                self.connects.append(time.time())
+            on_connect(client, userdata, flags, reason_code, properties)
+
+        link._attempt, link._on_connect = stamped_attempt, stamped_connect
 
     def produce(self, count: int = 1) -> None:
         for _ in range(count):
@@ -113,6 +131,8 @@ async def run_units(gs: range, args, urls: list[str], phase, out: Path) -> None:
         await u.transport.stop()
         u.buffer.close()
     out.write_text(json.dumps({"t0": t0, "samples": samples, "appended": {gateway_id(u.g): u.n for u in units},
+                               "attempts": [t for u in units for t in u.attempts],
+                               "connects": [t for u in units for t in u.connects],
                                "left": sum(u.pending for u in units)}))
 
 
@@ -200,8 +220,10 @@ def summarize(args, results: list[dict], marks: dict, archive: Archive, expected
     outage_connects = next(s["connects"] for s in series if s["t"] >= marks["outage"])
     marks["serving"] = next((s["t"] for s in series if s["t"] >= marks["restart"]
                              and s["connects"] > outage_connects), marks["back"])
+    events = {k: sorted(t for r in results for t in r[k]) for k in ("attempts", "connects")}
+    marks["serving"] = next((t for t in events["connects"] if t >= marks["restart"]), marks["serving"])
     back = marks["serving"]
-    connects = per_second(series, "connects", back, since=marks["restart"])
+    connects = binned(events["connects"], back, since=marks["restart"])
     storm = max(connects.values(), default=0)
     current = time_until_current(series, back)
     lost = expected - archive.distinct()
@@ -217,7 +239,16 @@ def summarize(args, results: list[dict], marks: dict, archive: Archive, expected
             "gateway_current_p90_s": current["p90"],
             "peak_acked_per_s_after_return": max(per_second(series, "acked", back, since=marks["restart"]).values(),
                                                  default=0), "_series": series, "_marks": marks,
-            "_current": current["each"]}
+            "_current": current["each"], "_events": events}
+
+
+def binned(times: list[float], zero: float, since: float | None = None) -> dict[int, int]:
+    """How many events fell in each whole second (seconds counted from `zero`)."""
+    out: dict[int, int] = {}
+    for t in times:
+        if since is None or t >= since:
+            out[math.floor(t - zero)] = out.get(math.floor(t - zero), 0) + 1
+    return out
 
 
 def per_second(series: list[dict], key: str, zero: float, since: float | None = None) -> dict[int, int]:
@@ -263,9 +294,10 @@ def plot(runs: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(4, 1, figsize=(10, 13), sharex=True)
     for run in runs:
         series, back, label = run["_series"], run["_marks"]["serving"], f"drain_rate={run['drain_rate'] or 'off'}"
-        for ax, key in ((axes[0], "attempts"), (axes[1], "connects"), (axes[2], "acked")):
-            bins = per_second(series, key, back)
-            ax.step(list(bins), list(bins.values()), where="post", label=label, lw=0.8)
+        for ax, bins in ((axes[0], binned(run["_events"]["attempts"], back)),
+                         (axes[1], binned(run["_events"]["connects"], back)), (axes[2], per_second(series, "acked", back))):
+            xs = sorted(bins)
+            ax.step(xs, [bins[x] for x in xs], where="post", label=label, lw=0.8)
         t = [s["t"] - back for s in series]
         for q, style in ((0.5, "-"), (0.9, "--"), (1.0, ":")):
             axes[3].plot(t, [sorted(s["pending"])[min(len(s["pending"]) - 1, int(q * len(s["pending"])))]

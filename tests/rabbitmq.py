@@ -109,6 +109,13 @@ class RabbitCluster:
                 "RABBITMQ_CTL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}"}
 
     def start(self) -> "RabbitCluster":
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # what did start must not outlive a failed start
+            raise
+
+    def _start(self) -> "RabbitCluster":
         self.home.mkdir(parents=True, exist_ok=True)
         cookie = self.home / ".erlang.cookie"
         cookie.write_text(f"CITYEDGE{os.getpid()}{self.epmd_port}")
