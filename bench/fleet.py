@@ -261,15 +261,24 @@ def per_second(series: list[dict], key: str, zero: float, since: float | None = 
     return out
 
 
-def merge(results: list[dict]) -> list[dict]:
-    """The children's samples side by side, summed per tick (they sample on their own clocks)."""
-    n = min(len(r["samples"]) for r in results)
+def merge(results: list[dict], step: float = 0.5) -> list[dict]:
+    """The children's samples on one time grid: each child sampled on its own clock (a busy loop
+    samples late), so each grid point takes every child's last sample at or before it."""
+    start = max(r["samples"][0]["t"] for r in results)
+    end = min(r["samples"][-1]["t"] for r in results)
+    cursors = [0] * len(results)
     out = []
-    for i in range(n):
-        rows = [r["samples"][i] for r in results]
-        out.append({"t": rows[0]["t"], **{k: sum(r[k] for r in rows) for k in ("attempts", "connects", "acked",
-                                                                                  "connected")},
+    t = start
+    while t <= end:
+        rows = []
+        for i, r in enumerate(results):
+            samples = r["samples"]
+            while cursors[i] + 1 < len(samples) and samples[cursors[i] + 1]["t"] <= t:
+                cursors[i] += 1
+            rows.append(samples[cursors[i]])
+        out.append({"t": t, **{k: sum(r[k] for r in rows) for k in ("attempts", "connects", "acked", "connected")},
                     "pending": [p for r in rows for p in r["pending"]]})
+        t += step
     return out
 
 
