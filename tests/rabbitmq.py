@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -33,6 +35,20 @@ disk_free_limit.absolute = 50MB
 """
 
 
+def listen_port() -> int:
+    """A free port below Linux's ephemeral range (32768-60999): a node restarted on its old port must
+    not find it taken by some client's outgoing connection meanwhile."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
 def available() -> bool:
     return (RABBIT_BIN / "rabbitmq-server").exists() and shutil.which("epmd") is not None
 
@@ -42,7 +58,7 @@ class Node:
         self.cluster, self.letter = cluster, letter
         self.name = f"rabbit-{letter}@localhost"
         self.dir = cluster.workdir / letter
-        self.mqtt_port, self.amqp_port, self.dist_port = free_port(), free_port(), free_port()
+        self.mqtt_port, self.amqp_port, self.dist_port = listen_port(), listen_port(), listen_port()
         self.proc: subprocess.Popen | None = None
 
     @property
