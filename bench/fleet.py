@@ -305,8 +305,8 @@ def plot(runs: list[dict], path: Path) -> None:
         series, back, label = run["_series"], run["_marks"]["serving"], f"drain_rate={run['drain_rate'] or 'off'}"
         for ax, bins in ((axes[0], binned(run["_events"]["attempts"], back)),
                          (axes[1], binned(run["_events"]["connects"], back)), (axes[2], per_second(series, "acked", back))):
-            xs = sorted(bins)
-            ax.step(xs, [bins[x] for x in xs], where="post", label=label, lw=0.8)
+            xs = list(range(min(bins, default=0), max(bins, default=0) + 1))  # seconds without any count too
+            ax.step(xs, [bins.get(x, 0) for x in xs], where="post", label=label, lw=0.8)
         t = [s["t"] - back for s in series]
         for q, style in ((0.5, "-"), (0.9, "--"), (1.0, ":")):
             axes[3].plot(t, [sorted(s["pending"])[min(len(s["pending"]) - 1, int(q * len(s["pending"])))]
