@@ -183,7 +183,7 @@ sensors:
         delta = asyncio.run(run())
     finally:
         broker.stop()
-    n = gw.readings_total
+    n = gw.sensors.readings_total
     return {"seconds": seconds, "readings": n, "readings_per_s": round(n / seconds, 1),
             "disk_bytes_per_reading": round(delta["write_bytes"] / n), "write_call_bytes_per_reading": round(delta["wchar"] / n)}
 

@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     sble.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
     sble.add_argument("--adapter", default="hci0", help="hci0, or replay:FILE to decode a recording")
     sble.add_argument("--record", metavar="FILE", help="write what is heard to a replay file instead")
+    from gateway.manage import fleet, update
+    fleet.add_parser(sub, common)
+    update.add_parser(sub, common)
     return p
 
 
@@ -93,6 +96,8 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     from gateway.service import Gateway
     config = _load(args.config)
+    for warning in config.warnings:
+        log.warning("%s", warning)
     return asyncio.run(Gateway(config).run())
 
 
@@ -249,7 +254,17 @@ def cmd_scan(args) -> int:
     return tool(args.seconds, adapter=args.adapter, record_to=args.record)
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "probe": cmd_probe, "buffer": cmd_buffer, "drivers": cmd_drivers,
+def cmd_fleet(args) -> int:
+    from gateway.manage import fleet
+    return fleet.main(args)
+
+
+def cmd_update(args) -> int:
+    from gateway.manage import update
+    return update.main(args)
+
+
+COMMANDS = {"fleet": cmd_fleet, "update": cmd_update, "run": cmd_run, "check": cmd_check, "probe": cmd_probe, "buffer": cmd_buffer, "drivers": cmd_drivers,
             "status": cmd_status, "scan": cmd_scan}
 
 

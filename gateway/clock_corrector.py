@@ -9,6 +9,11 @@ not starve the watchdog), each chunk in one transaction with its progress
 the next start with the stored offset: the offset belongs to the run that
 took those readings, so it stays right after a reboot too. Deliveries wait for
 the rewrite, so no reading leaves with a time that is about to be corrected.
+
+A run killed before its clock was trusted leaves memo "clock:unsynced" (boot
+id, first seq): the next run of the same boot corrects those readings with its
+own (monotonic times hold across processes, not across boots). Readings of an
+earlier boot keep their flag, which stays true.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import json
 import logging
 import time
+from pathlib import Path
 
 from gateway.buffer import Buffer
 from gateway.clock import Clock, corrected
@@ -25,8 +31,16 @@ from gateway.sdk.reading import epoch_ms
 log = logging.getLogger(__name__)
 
 MEMO = "clock:rewrite"
+UNSYNCED = "clock:unsynced"  # a run taking flagged readings: its boot and first seq
 FLAG = '"clock":"unsynced"'
 CHUNK = 2000  # rows per transaction (about 0.1 s here), then the event loop runs
+
+
+def boot_id(path: Path = Path("/proc/sys/kernel/random/boot_id")) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _fixer(offset: float):
@@ -47,15 +61,32 @@ class ClockCorrector:
         self.stopping = stopping
         self.poll = poll  # seconds between clock checks while untrusted
         self.started = time.monotonic()
-        self.first_seq = buffer.last_seq + 1  # monotonic times are only comparable within this run
         self.synced = clock.synced()
         self.trusted = asyncio.Event()  # synced, and no rewrite left to do
         self.corrected_total = 0
-        if self.synced and MEMO not in buffer.recall(MEMO):
+        # Monotonic times are comparable within one boot: readings flagged by an earlier run of this boot
+        # (killed before its clock was trusted) are corrected with this run's.
+        earlier = self._earlier_run_of_this_boot()
+        self.first_seq = buffer.last_seq + 1 if earlier is None else earlier
+        self._catch_up = self.synced and earlier is not None
+        if self.synced and not self._catch_up and MEMO not in buffer.recall(MEMO):
             self.trusted.set()
         if not self.synced:
+            buffer.remember(UNSYNCED, json.dumps({"boot": boot_id(), "first": self.first_seq}))
             log.warning("the clock is not synchronised: readings are flagged \"clock\": \"unsynced\" and their "
                         "times corrected once it is; deliveries wait for it up to %gs", hold)
+
+    def _earlier_run_of_this_boot(self) -> int | None:
+        stored = self.buffer.recall(UNSYNCED).get(UNSYNCED)
+        if stored is None:
+            return None
+        run = json.loads(stored)
+        if run["boot"] is not None and run["boot"] == boot_id():
+            return run["first"]
+        log.warning("readings flagged \"unsynced\" by a run of an earlier boot keep their flag: their monotonic "
+                    "times belong to that boot")
+        self.buffer.remember(UNSYNCED, None)
+        return None
 
     def is_synced(self) -> bool:
         return self.synced
@@ -65,6 +96,9 @@ class ClockCorrector:
         trust, correct this run's readings; then it is done. A restart after a
         crash picks the rewrite up from its memo."""
         await self._resume()
+        if self._catch_up:  # trusted now, with an earlier run's flagged readings of this boot to correct
+            self._plan()
+            await self._resume()
         while not self.synced:
             await asyncio.sleep(self.poll)
             if self.clock.synced():
@@ -78,6 +112,7 @@ class ClockCorrector:
         self.buffer.commit()  # the flagged readings so far are all in the file
         plan = {"offset": offset, "first": self.first_seq, "last": self.buffer.last_seq, "next": self.first_seq}
         self.buffer.remember(MEMO, json.dumps(plan))
+        self.buffer.remember(UNSYNCED, None)  # the plan takes over, in the same commit
         self.buffer.commit()
 
     async def _resume(self) -> None:

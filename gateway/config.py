@@ -151,11 +151,42 @@ def _mqtt_string(v: str, what: str) -> str:
     return v
 
 
+MANAGE_TOPICS = ("health", "config", "cmd")
+
+
+class ManageSection(Strict):
+    """Remote management over this uplink's broker (SPEC §7)."""
+
+    public_key_file: ReadableFile = Field(description="the fleet's Ed25519 public key (PEM)")
+    prefix: str = "city/{gateway}"
+    health_interval: Duration = 60.0
+    rollback_after: Duration = 600.0
+
+    @field_validator("public_key_file")
+    @classmethod
+    def _key(cls, v: Path) -> Path:
+        from gateway.manage.envelope import load_public_key
+        load_public_key(v)  # a ValueError says what is wrong with it
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        try:
+            v.format(gateway="g")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"the only prefix placeholder is {{gateway}} (bad: {exc})") from None
+        if "#" in v or "+" in v or v.endswith("/"):
+            raise ValueError("a prefix has no wildcards (# +) and no trailing /")
+        return _mqtt_string(v, "topic prefix")
+
+
 class MqttUplinkConfig(UplinkBase):
     type: Literal["mqtt"]
     url: list[str] = Field(description="a broker URL, or a list of them: the uplink moves to the next when one "
                                        "is unreachable")
     topic: str = "city/{gateway}/{sensor}"
+    status_topic: str = Field("city/{gateway}/status", description="retained online/offline and the last will")
     qos: Literal[0, 1, 2] = 1
     username: str | None = None
     password_file: SecretFile | None = None
@@ -174,6 +205,7 @@ class MqttUplinkConfig(UplinkBase):
     format: Literal["json", "iota-json"] = "json"
     apikey: str | None = Field(None, description="iota-json: the IoT Agent service's API key")
     attributes: dict[str, str] = Field({}, description="iota-json: value name -> short attribute name")
+    manage: ManageSection | None = None
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -226,6 +258,17 @@ class MqttUplinkConfig(UplinkBase):
             raise ValueError(f"MQTT 5's session expiry is at most {MQTT_SESSION_EXPIRY_MAX}s (a 32-bit count of seconds)")
         return v
 
+    @field_validator("status_topic")
+    @classmethod
+    def _status_topic(cls, v: str) -> str:
+        try:
+            v.format(gateway="g")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"the status topic's only placeholder is {{gateway}} (bad: {exc})") from None
+        if "#" in v or "+" in v or not v:
+            raise ValueError("a status topic is a plain topic: no wildcards # or +, not empty")
+        return v
+
     @model_validator(mode="after")
     def _pairs(self) -> "MqttUplinkConfig":
         # Each error names the key that is there, so the line points at it.
@@ -254,18 +297,37 @@ class NgsiLdUplinkConfig(UplinkBase):
     url: str
     tenant: str | None = None
     token_file: SecretFile | None = None
+    token_url: str | None = Field(None, description="OAuth2 client credentials: the identity provider's token URL")
+    client_id: str | None = None
+    client_secret_file: SecretFile | None = None
     ca_file: ReadableFile | None = None
+    context: str | None = Field(None, description="a city-hosted JSON-LD context every request names "
+                                                  "(default: the pinned Smart Data Models contexts)")
     core_context: str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
-    timeout: Duration = 10.0
-    batch: int = Field(500, ge=1, le=10_000, description="readings per send (several requests: temporal + upsert)")
+    temporal: Literal["auto", "on", "off"] = Field("auto", description="history through the temporal API; "
+                                                   "off: only through upserts")
+    timeout: Duration = Field(30.0, description="whole request, answer included (a broker may fetch contexts)")
+    batch: int = Field(2000, ge=1, le=10_000, description="readings per send (several requests: temporal + upsert)")
     max_request_bytes: int = Field(1_000_000, ge=10_000, le=1_048_575, description="upsert/temporal body limit")
     heartbeat: Duration = Field(60.0, description="how often the gateway's own Device entity is refreshed")
-    reconnect_max: Duration = 30.0
+    reconnect_max: Duration = Field(30.0, description="longest wait between retries, a broker's Retry-After included")
 
-    @field_validator("url")
+    @field_validator("url", "token_url", "context")
     @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_url(v, ("http", "https"))
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v, ("http", "https"))
+
+    @model_validator(mode="after")
+    def _credentials(self) -> "NgsiLdUplinkConfig":
+        names = ("token_url", "client_id", "client_secret_file")
+        given = [n for n in names if getattr(self, n) is not None]
+        if given and self.token_file is not None:
+            raise _key_error("token_file", "give either token_file or token_url/client_id/client_secret_file")
+        missing = [n for n in names if n not in given]
+        if given and missing:
+            raise _key_error(given[0], "OAuth2 client credentials need token_url, client_id and client_secret_file "
+                                       f"({', '.join(missing)} missing)")
+        return self
 
     @field_validator("tenant")
     @classmethod
@@ -554,6 +616,13 @@ def _tls_checks(config: Config, out: _Collector) -> None:
 
 def _cross_checks(config: Config, out: _Collector) -> None:
     _tls_checks(config, out)
+    managing = [i for i, u in enumerate(config.uplinks) if getattr(u, "manage", None) is not None]
+    for i in managing[1:]:
+        out.add(("uplinks", i, "manage"), "only one uplink may have a manage section")
+    if managing:  # their readings would land on the management topics under city/{gateway}/
+        for i, s in enumerate(config.sensors):
+            if s.id in MANAGE_TOPICS:
+                out.add(("sensors", i, "id"), f"{s.id!r} is a remote management topic; give the sensor another id")
     if any(isinstance(u, NgsiLdUplinkConfig) for u in config.uplinks):
         for i, s in enumerate(config.sensors):
             if config.location_of(s) is None:

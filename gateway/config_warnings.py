@@ -5,13 +5,18 @@ so they cannot be errors, yet a technician should hear of them before the start.
 - a serial port that does not exist here (an adapter not plugged in, a typo in
   /dev/serial/by-id/...): `gateway scan serial` lists what there is;
 - a secret at the documented credentials path whose file is not (yet) in the
-  credentials directory, or that this user may not look at.
+  credentials directory, or that this user may not look at;
+- a secret (password, token, client secret) sent over a plain mqtt:// or http://
+  URL to another machine: allowed (a closed network, a test rig), but said.
 """
 
 from __future__ import annotations
 
+
+import ipaddress
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -43,6 +48,29 @@ def _credential(value: object) -> str | None:
             "(root only), or onto the boot partition's gateway-credentials/ folder, before the start")
 
 
+def _plain_secrets(uplink) -> list[tuple[str, str]]:
+    """(the key of a secret, the plain URL it travels over) for one uplink."""
+    carried: list[tuple[str, str]] = []
+    if getattr(uplink, "password_file", None) is not None:  # an MQTT uplink: every broker of its list
+        carried += [("password_file", url) for url in uplink.url]
+    if getattr(uplink, "token_file", None) is not None:
+        carried.append(("token_file", uplink.url))
+    if getattr(uplink, "client_secret_file", None) is not None and getattr(uplink, "token_url", None):
+        carried += [("client_secret_file", uplink.token_url), ("token_url", uplink.url)]  # the secret, then the token
+    return [(key, url) for key, url in carried if url.startswith(("mqtt://", "http://")) and not _loopback(url)]
+
+
+def _loopback(url: str) -> bool:
+    """A broker on this machine (127.0.0.0/8, ::1, localhost): the secret never crosses a network."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _fields(model: BaseModel, path: tuple):
     for name in type(model).model_fields:
         value = getattr(model, name)
@@ -60,6 +88,9 @@ def config_warnings(config, file: str, line_of: LineOf) -> list[str]:
     def warn(path: tuple, message: str) -> None:
         found.append((line_of(path), f"{file}:{line_of(path)}: {format_path(path)}: warning: {message}"))
 
+    for i, u in enumerate(config.uplinks):
+        for key, url in _plain_secrets(u):
+            warn(("uplinks", i, key), f"a secret travels unencrypted to {url}; use mqtts:// or https://")
     parts = [(("uplinks", i), u) for i, u in enumerate(config.uplinks)]
     parts += [(("sensors", i), s) for i, s in enumerate(config.sensors)]
     parts.append((("service",), config.service))

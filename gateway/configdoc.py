@@ -46,6 +46,7 @@ def _doc(model: type) -> str:
 
 def render() -> str:
     from gateway.config import (UPLINK_TYPES, GatewaySection, ServiceSection, StorageSection, WebSection)
+    from gateway.pipeline_options import DistanceRules
     from gateway.sdk import SensorOptions
     parts = [INTRO]
     parts += ["\n## gateway\n\nRequired. `id` appears in topics, reading ids and entity ids; `location` is the "
@@ -64,6 +65,9 @@ def render() -> str:
     parts.append("\n## sensors\n\nA list. Every sensor has these keys, then those of its driver "
                  "(`gateway drivers` lists the installed ones, plugins included).\n\n")
     parts.append(_table(SensorOptions))
+    parts += ["\n### distance sensors: the pipeline's keys\n\nA river-level or snow-depth sensor (every driver "
+              "below with a `kind` key) also takes these; the pipeline derives levels, stages and snowfall with them "
+              "(see docs/river-and-snow.md).\n\n", _table(DistanceRules)]
     base = set(SensorOptions.model_fields)
     for name, target in sorted(registry.available().items()):
         if not target.startswith("drivers."):

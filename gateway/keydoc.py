@@ -27,7 +27,7 @@ def _type_name(annotation: Any, meta: list[Any]) -> str:
         return "name"
     if fields._check_location in validators:
         return "[lat, lon]"
-    if fields._check_secret in validators:
+    if fields._check_secret in validators or fields._check_credential in validators:
         return "secret file"
     if fields._check_readable in validators:
         return "file"

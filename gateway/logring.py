@@ -41,3 +41,10 @@ def install(capacity: int = 2000) -> LogRing:
         ring.addFilter(f)  # the same repeat filter as stderr: the ring holds what the journal holds
     logging.getLogger().addHandler(ring)
     return ring
+
+
+def shared() -> LogRing:
+    """The root logger's ring, attached on first use: the on-site page and remote
+    management read the same lines."""
+    ring = next((h for h in logging.getLogger().handlers if isinstance(h, LogRing)), None)
+    return ring or install()

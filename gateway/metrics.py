@@ -48,6 +48,8 @@ class GatewayCollector:
         latency = GaugeMetricFamily("gateway_uplink_publish_latency_seconds",
                                     "send to acknowledgement, last batch", labels=["uplink"])
         sent = CounterMetricFamily("gateway_uplink_sent", "readings sent (including resends)", labels=["uplink"])
+        failing = GaugeMetricFamily("gateway_uplink_failing", "1 while the last attempt failed (status: last_error)",
+                                    labels=["uplink"])
         for name, u in s["uplinks"].items():
             pending.add_metric([name], u["pending"])
             oldest.add_metric([name], u["oldest_pending_age_s"] or 0.0)
@@ -56,7 +58,8 @@ class GatewayCollector:
             if u["last_latency_s"] is not None:
                 latency.add_metric([name], u["last_latency_s"])
             sent.add_metric([name], u["sent"])
-        yield from (pending, oldest, dead, connected, latency, sent)
+            failing.add_metric([name], 1 if u.get("last_error") else 0)
+        yield from (pending, oldest, dead, connected, latency, sent, failing)
         yield CounterMetricFamily("gateway_buffer_evictions", "readings evicted because the buffer was full",
                                   value=s["buffer"]["evictions"])
         yield GaugeMetricFamily("gateway_buffer_readings", "readings in the buffer", value=s["buffer"]["readings"])

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-# The Smart Data Models subject contexts: one fixed context per entity type.
+# The Smart Data Models subject contexts, one per entity type, pinned to the commits whose
+# schemas this mapping is checked against: `master` changes under a running fleet. A city
+# network that cannot reach GitHub names its own copy with the uplink's `context:`.
+SDM = "https://raw.githubusercontent.com/smart-data-models"
 SDM_CONTEXTS = {
-    "FloodMonitoring": "https://raw.githubusercontent.com/smart-data-models/dataModel.Environment/master/context.jsonld",
-    "WeatherObserved": "https://raw.githubusercontent.com/smart-data-models/dataModel.Weather/master/context.jsonld",
-    "Device": "https://raw.githubusercontent.com/smart-data-models/dataModel.Device/master/context.jsonld",
-    "DeviceMeasurement": "https://raw.githubusercontent.com/smart-data-models/dataModel.Device/master/context.jsonld",
+    "FloodMonitoring": f"{SDM}/dataModel.Environment/f0150e5c97f41e4c0881a0bcfa05d559058bdea1/context.jsonld",
+    "WeatherObserved": f"{SDM}/dataModel.Weather/adf1dd5918da36980208a0a46ed76c81fba91ea5/context.jsonld",
+    "Device": f"{SDM}/dataModel.Device/96e38834eda502ed6a764e1fa7059a8c3561dcda/context.jsonld",
+    "DeviceMeasurement": f"{SDM}/dataModel.Device/96e38834eda502ed6a764e1fa7059a8c3561dcda/context.jsonld",
 }
 
 UNIT_CODES = {"m": "MTR", "cm": "CMT", "mm": "MMT", "°C": "CEL", "hPa": "A97", "Pa": "PAL", "V": "VLT",
@@ -45,7 +48,9 @@ CONTROLLED = {"water_level": "waterLevel", "distance": "depth", "snow_depth": "d
 KIND_PROPERTIES = {"river_level": ["waterLevel"], "snow_depth": ["depth", "temperature"],
                    "environment": ["temperature", "humidity", "atmosphericPressure"], "beacon": ["location"]}
 
-# river stage (gateway/pipeline.py STAGES) to floodLevelStatus
+# river stage (gateway/pipeline.py STAGES) to floodLevelStatus; the model leaves the vocabulary
+# open ("Danger if the current level is higher than the danger level"): ours is the Japanese
+# river stages, documented in docs/ngsi-ld.md
 FLOOD_STATUS = {"normal": "normal", "standby": "standby", "caution": "caution", "evacuation": "evacuation",
                 "danger": "danger"}
 
@@ -74,6 +79,10 @@ def measured(value: Any, observed_at: str, unit: str | None = None, unit_code: s
 
 def prop(value: Any) -> dict[str, Any]:
     return {"type": "Property", "value": value}
+
+
+# Attributes that only say when: on their own they are no history worth keeping (an error reading).
+TIME_ATTRIBUTES = frozenset({"dateObserved", "observationDateTime", "dateLastValueReported"})
 
 
 def date_time(stamp: str) -> dict[str, Any]:
@@ -110,13 +119,14 @@ def _base(entity_type: str, doc: dict, *extra: str) -> dict[str, Any]:
 def flood_monitoring(doc: dict, options: Any = None) -> dict[str, Any]:
     e = _base("FloodMonitoring", doc)
     at = doc["observed_at"]
+    e["observationDateTime"] = date_time(at)
     distance, unit = _v(doc, "distance")
     if _number(distance):
         e["measuredDistance"] = measured(distance, at, unit)
     level, unit = _v(doc, "water_level")
     if _number(level):
         e["currentLevel"] = measured(level, at, unit)
-    mount = _option(options, "mount_height")
+    mount = _option(options, "mount_height")  # the sensor above the gauge datum (see docs/ngsi-ld.md)
     if _number(mount):
         e["referenceLevel"] = {"type": "Property", "value": mount, "unitCode": "MTR"}
     levels = _option(options, "alert_levels")
@@ -137,8 +147,8 @@ def weather_observed(doc: dict, options: Any = None) -> dict[str, Any]:
     depth, unit = _v(doc, "snow_depth")
     if _number(depth):
         # snowHeight in cm (CMT), as the model's examples and Japanese snow reports give it
-        e["snowHeight"] = measured(round(depth * 100, 1) if unit == "m" else depth, at,
-                                   unit_code="CMT" if unit == "m" else None, unit=unit)
+        cm = {"m": 100, "cm": 1, "mm": 0.1}.get(unit or "")
+        e["snowHeight"] = measured(round(depth * cm, 1) if cm else depth, at, unit, "CMT" if cm else None)
     temp, unit = _v(doc, "air_temperature")
     if _number(temp):
         e["temperature"] = measured(temp, at, unit)
@@ -237,6 +247,29 @@ def gateway_device(gateway: str, location: Iterable[float] | None, kinds: Iterab
                          "dateLastValueReported": date_time(at)}
     if location is not None:
         e["location"] = point(location)
+    return e
+
+
+def health_state(health: dict[str, Any]) -> str:
+    """The `health` message (SPEC §7) in one line a dashboard shows: "ok", or what is wrong."""
+    wrong = [f"sensor {sid} {s['state']}" for sid, s in health.get("sensors", {}).items() if s.get("state") != "ok"]
+    wrong += [f"uplink {name} disconnected" for name, u in health.get("uplinks", {}).items() if not u.get("connected")]
+    host = health.get("host") or {}
+    wrong += [fact for fact in ("undervoltage", "throttled") if host.get(fact)]
+    if host.get("clock") == "unsynced":
+        wrong.append("clock unsynced")
+    return "ok" if not wrong else "degraded: " + "; ".join(wrong)
+
+
+def gateway_device_health(gateway: str, location: Iterable[float] | None, kinds: Iterable[str],
+                          health: dict[str, Any]) -> dict[str, Any]:
+    """The gateway's own Device entity carrying the facts of its `health` message."""
+    e = gateway_device(gateway, location, kinds, health["version"], health_state(health), health["at"])
+    e["softwareVersion"] = prop(health["version"])
+    last = max((s["last_reading_at"] for s in health.get("sensors", {}).values() if s.get("last_reading_at")),
+               default=None)
+    if last is not None:
+        e["dateLastValueReported"] = date_time(last)
     return e
 
 

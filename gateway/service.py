@@ -78,6 +78,7 @@ class Gateway:
         self.sensors: SensorSupervisor | None = None
         self.uplinks: UplinkSupervisor | None = None
         self.web_server = None  # the on-site page (gateway/web.py), when service.web is set
+        self.manager = None  # remote management (gateway/manage, SPEC §7), when an uplink has a manage section
 
     def _changed(self) -> None:
         if self.health is not None:
@@ -178,6 +179,8 @@ class Gateway:
             await self.metrics_server.start()
         if cfg.service.web is not None:
             await self._start_web(cfg.service.web)
+        from gateway.manage.wiring import start_manager
+        self.manager = await start_manager(self)  # SPEC §7; None without a manage section
         log.info("gateway %s running: %d sensors, %d uplinks (%s), buffer %s", cfg.gateway.id, len(cfg.sensors),
                  len(cfg.uplinks), ", ".join(f"{u.name}:{u.type}" for u in cfg.uplinks) or "none", cfg.storage.path)
         self._started = True
@@ -195,6 +198,8 @@ class Gateway:
         await self.uplinks.drain(self.config.gateway.shutdown_timeout)
         await self.tasks.stop_all(["commit", "clock", "watchdog", "health"])
         await self.uplinks.stop_all()
+        if self.manager is not None:
+            await self.manager.stop()
         await self.status_server.stop()
         if self.web_server is not None:
             await self.web_server.stop()
@@ -211,8 +216,7 @@ class Gateway:
         from gateway import logring
         from gateway.history import RecentHistory, history_path
         from gateway.web import WebServer
-        ring = next((h for h in logging.getLogger().handlers if isinstance(h, logring.LogRing)), None)
-        ring = ring or logring.install()
+        ring = logring.shared()
         history = RecentHistory(history_path(self.config.storage.path))
         self.sensors.on_reading = history.add  # the plots' own table, never the delivery buffer
         self.web_server = WebServer.from_settings(

@@ -54,7 +54,7 @@ class UplinkSupervisor:
 
     def build(self, config) -> UplinkUnit:
         """The transport for one uplink, not started; raises if it cannot be made."""
-        return UplinkUnit(config, make_transport(config, self.gateway_id, self.catalogue))
+        return UplinkUnit(config, make_transport(config, self.gateway_id, self.catalogue, self.buffer))
 
     @staticmethod
     async def start(unit: UplinkUnit) -> None:

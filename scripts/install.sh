@@ -16,7 +16,8 @@
 #   --wheels DIR      install offline from wheels in DIR (pip --no-index --find-links)
 #   --pip-option OPT  passed to pip (repeatable)
 #
-# Layout: /opt/city-edge-gateway/venv (the code), /etc/city-edge-gateway (config,
+# Layout: /opt/city-edge-gateway/venv -> venvs/installed (the code; `gateway update` adds
+# venvs beside it and switches the link), /etc/city-edge-gateway (config,
 # credentials/ for secrets), /var/lib/city-edge-gateway (the buffer). A config on
 # the SD card's boot partition, /boot/firmware/gateway.yaml, is imported at boot.
 set -euo pipefail
@@ -128,22 +129,27 @@ install_venv() {
     if [ "$LIVE" = 1 ] && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
         apt-get update && apt-get install -y python3-venv
     fi
-    mkdir -p "$OPT"
-    [ -x "$OPT/venv/bin/python" ] || python3 -m venv "$OPT/venv"
-    "$OPT/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PIP_OPTS[@]}" "$SOURCE"
+    # venv is a link to venvs/<name>, so `gateway update` can switch versions in one rename;
+    # a venv from before that layout is replaced.
+    mkdir -p "$OPT/venvs"
+    if [ -d "$OPT/venv" ] && [ ! -L "$OPT/venv" ]; then rm -rf "$OPT/venv"; fi
+    [ -x "$OPT/venvs/installed/bin/python" ] || python3 -m venv "$OPT/venvs/installed"
+    "$OPT/venvs/installed/bin/python" -m pip install --quiet --disable-pip-version-check "${PIP_OPTS[@]}" "$SOURCE"
+    ln -sfn venvs/installed "$OPT/venv.switching" && mv -Tf "$OPT/venv.switching" "$OPT/venv"
     echo "$version" > "$stamp"
 }
 
 enable_units() {
     if [ "$LIVE" = 1 ]; then
         systemctl daemon-reload
-        systemctl enable "$NAME.service" "$NAME-boot-config.service"
+        systemctl enable "$NAME.service" "$NAME-boot-config.service" "$NAME-update.path"
     elif command -v systemctl >/dev/null; then
-        systemctl --root="$ROOT" --quiet enable "$NAME.service" "$NAME-boot-config.service"
-    else  # what `systemctl enable` does for WantedBy=multi-user.target
-        mkdir -p "$UNITS/multi-user.target.wants"
+        systemctl --root="$ROOT" --quiet enable "$NAME.service" "$NAME-boot-config.service" "$NAME-update.path"
+    else  # what `systemctl enable` does for WantedBy=multi-user.target and paths.target
+        mkdir -p "$UNITS/multi-user.target.wants" "$UNITS/paths.target.wants"
         ln -sfn "/etc/systemd/system/$NAME.service" "$UNITS/multi-user.target.wants/$NAME.service"
         ln -sfn "/etc/systemd/system/$NAME-boot-config.service" "$UNITS/multi-user.target.wants/$NAME-boot-config.service"
+        ln -sfn "/etc/systemd/system/$NAME-update.path" "$UNITS/paths.target.wants/$NAME-update.path"
     fi
 }
 
@@ -152,12 +158,15 @@ do_install() {
     add_user
     install_venv
     install -d -m 0755 "$UNITS" "$OPT"
-    install -m 0644 "$SOURCE/systemd/$NAME.service" "$SOURCE/systemd/$NAME-boot-config.service" "$UNITS/"
+    install -m 0644 "$SOURCE/systemd/$NAME.service" "$SOURCE/systemd/$NAME-boot-config.service" \
+        "$SOURCE/systemd/$NAME-update.service" "$SOURCE/systemd/$NAME-update.path" "$UNITS/"
     install -m 0755 "$SOURCE/systemd/import-boot-config" "$OPT/import-boot-config"
     # `gateway` on PATH for the technician (sudo gateway status, gateway check ...).
     install -d -m 0755 "$R/usr/local/bin"
     ln -sfn "/opt/$NAME/venv/bin/gateway" "$R/usr/local/bin/gateway"
-    install -d -m 0750 "$ETC" "$STATE"; owned "root:$NAME" "$ETC"; owned "$NAME:$NAME" "$STATE"
+    # The config directory is the gateway's to write (a signed config from the city replaces gateway.yaml);
+    # secrets stay in credentials/, root's alone.
+    install -d -m 0770 "$ETC"; install -d -m 0750 "$STATE"; owned "root:$NAME" "$ETC"; owned "$NAME:$NAME" "$STATE"
     install -d -m 0700 "$ETC/credentials"
     # The BLE pseudonyms' key, made once, readable by root alone: systemd's LoadCredential= hands it to the
     # service as /run/credentials/city-edge-gateway.service/secret_beacon.salt (the path the sample names).
@@ -182,13 +191,15 @@ do_install() {
 
 do_uninstall() {
     if [ "$LIVE" = 1 ]; then
-        systemctl disable --now "$NAME.service" "$NAME-boot-config.service" 2>/dev/null || true
+        systemctl disable --now "$NAME.service" "$NAME-boot-config.service" "$NAME-update.path" 2>/dev/null || true
     elif command -v systemctl >/dev/null; then
-        systemctl --root="$ROOT" --quiet disable "$NAME.service" "$NAME-boot-config.service" 2>/dev/null || true
+        systemctl --root="$ROOT" --quiet disable "$NAME.service" "$NAME-boot-config.service" "$NAME-update.path" \
+            2>/dev/null || true
     fi
-    rm -f "$UNITS/multi-user.target.wants/$NAME.service" "$UNITS/multi-user.target.wants/$NAME-boot-config.service"
-    rmdir "$UNITS/multi-user.target.wants" 2>/dev/null || true
-    rm -f "$UNITS/$NAME.service" "$UNITS/$NAME-boot-config.service"
+    rm -f "$UNITS/multi-user.target.wants/$NAME.service" "$UNITS/multi-user.target.wants/$NAME-boot-config.service" \
+        "$UNITS/paths.target.wants/$NAME-update.path"
+    rmdir "$UNITS/multi-user.target.wants" "$UNITS/paths.target.wants" 2>/dev/null || true
+    rm -f "$UNITS/$NAME.service" "$UNITS/$NAME-boot-config.service" "$UNITS/$NAME-update.service" "$UNITS/$NAME-update.path"
     rm -rf "$OPT"
     if [ "$(readlink "$R/usr/local/bin/gateway" 2>/dev/null)" = "/opt/$NAME/venv/bin/gateway" ]; then
         rm -f "$R/usr/local/bin/gateway"

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -51,6 +52,10 @@ class Daemon:
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 15.0) -> int:
+        # A SIGTERM during the daemon's imports kills it outright (no handler yet): wait until it runs.
+        deadline = time.monotonic() + 8  # a daemon that never gets there (waiting for disk space) is stopped anyway
+        while self.proc.poll() is None and " running: " not in self.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

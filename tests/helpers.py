@@ -173,6 +173,11 @@ class GatewayProcess:
         return self
 
     def terminate(self, timeout: float = 30) -> int:
+        # A SIGTERM before the daemon has its handlers (a loaded machine takes seconds to import) kills it
+        # outright, as it would any process; a test that means the daemon's own stop waits for it first.
+        deadline = time.monotonic() + 20
+        while self.proc.poll() is None and " running: " not in self.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout)

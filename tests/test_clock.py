@@ -187,7 +187,7 @@ def test_a_rewrite_killed_mid_way_resumes_at_the_next_start(tmp_path):
         tmp_path, sensors=[], uplinks=[{"name": "console", "type": "console", "path": str(out)}], clock_check="off"))
     d = Daemon(cfg)
     try:
-        wait_for(lambda: len(console_lines(out)) >= rows, what="every reading delivered")
+        wait_for(lambda: len(console_lines(out)) >= rows, 120, what="every reading delivered")
         assert d.stop() == 0
     finally:
         d.kill()
@@ -198,3 +198,65 @@ def test_a_rewrite_killed_mid_way_resumes_at_the_next_start(tmp_path):
         assert abs(parse_time(r["observed_at"]) - (100.0 + i + plan["offset"])) < 0.01, r
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT count(*) FROM memo WHERE key = 'clock:rewrite'").fetchone() == (0,)
+
+
+KILLED_UNSYNCED = """
+import os, signal, sys, time
+from pathlib import Path
+from gateway import clock_corrector
+from gateway.buffer import Buffer
+from gateway.clock import ManualClock
+from gateway.sdk.reading import Reading, Value
+
+buf = Buffer(Path(sys.argv[1]), ["console"], gateway="test-gw")
+corrector = clock_corrector.ClockCorrector(ManualClock(synced=False, offset=-30 * 86400.0), buf, hold=600,
+                                           stopping=None)
+for i in range(int(sys.argv[2])):
+    buf.append(Reading("river-1", "river_level", {"water_level": Value(i / 1000, "m")},
+                       observed_at=time.time() - 30 * 86400.0, monotonic=time.monotonic(), clock_synced=False,
+                       id=f"test-gw.river-1.{1_000_000_000 + i}.000000", gateway="test-gw"))
+buf.commit()
+os.kill(os.getpid(), signal.SIGKILL)  # killed before the clock was ever trusted
+"""
+
+
+def _killed_unsynced_then_run(tmp_path, boot: str) -> tuple[list[dict], str]:
+    import subprocess
+    import sys
+
+    from tests.daemon_helpers import Daemon, wait_for, write_config
+
+    import sqlite3
+
+    db = tmp_path / "buffer.db"
+    killed = subprocess.run([sys.executable, "-c", KILLED_UNSYNCED, str(db), "50"], capture_output=True, text=True,
+                            timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    with sqlite3.connect(db) as c:
+        run = json.loads(c.execute("SELECT value FROM memo WHERE key = 'clock:unsynced'").fetchone()[0])
+        assert run["first"] == 1
+        if boot != "this":  # as if the Pi rebooted since
+            c.execute("UPDATE memo SET value = ? WHERE key = 'clock:unsynced'", (json.dumps({**run, "boot": boot}),))
+    out = tmp_path / "out.jsonl"
+    cfg = write_config(tmp_path / "gw.yaml", base_config(
+        tmp_path, sensors=[], uplinks=[{"name": "console", "type": "console", "path": str(out)}], clock_check="off"))
+    d = Daemon(cfg)
+    try:
+        wait_for(lambda: len(console_lines(out)) >= 50, 120, what="the killed run's readings delivered")
+        assert d.stop() == 0
+    finally:
+        d.kill()
+    return console_lines(out), d.logs()
+
+
+def test_readings_of_a_run_killed_before_the_clock_was_trusted_are_corrected_by_the_next_run_of_the_boot(tmp_path):
+    """Issue 9, defect 8: no reading stays flagged for ever because its run was killed."""
+    sent, _ = _killed_unsynced_then_run(tmp_path, "this")
+    assert len(sent) == 50 and not [r for r in sent if "clock" in r]
+    assert all(abs(parse_time(r["observed_at"]) - time.time()) < 600 for r in sent), "true times, not a month ago"
+
+
+def test_readings_of_an_earlier_boot_keep_their_flag(tmp_path):
+    sent, logs = _killed_unsynced_then_run(tmp_path, "another-boot")
+    assert len(sent) == 50 and all(r["clock"] == "unsynced" for r in sent)
+    assert "by a run of an earlier boot keep their flag" in logs

@@ -26,9 +26,10 @@ PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): (?P<path>\S+): (?P<message>
 GW = "gateway: {id: gw-1}\n"
 MQTT = GW + "uplinks:\n  - name: city\n    type: mqtt\n"
 SENSOR = GW + "sensors:\n  - id: river-1\n    driver: sim_river\n"
+NGSI = "gateway: {id: gw-1, location: [34.3, 134.0]}\nuplinks:\n  - name: orion\n    type: ngsi-ld\n    url: https://127.0.0.1\n"
 
 # name: (config text, key path, words the message must contain). {tmp} is a
-# directory holding secret files: `secret` (readable), `empty` (empty), `dir/`.
+# directory holding secret files: `secret` (readable), `empty` (empty), `twolines`, `dir/`.
 MALFORMED = {
     "unknown top-level key": (GW + "sensor:   # <-\n  - id: a\n", "sensor", "unknown key; did you mean sensors"),
     "unknown gateway key": ("gateway:\n  id: gw-1\n  shutdown_timout: 5s  # <-\n",
@@ -87,6 +88,29 @@ MALFORMED = {
     "missing token file": ("gateway: {id: gw-1, location: [34.3, 134.0]}\nuplinks:\n  - name: orion\n"
                            "    type: ngsi-ld\n    url: http://127.0.0.1\n    token_file: {tmp}/none  # <-\n",
                            "uplinks[0].token_file", "does not exist"),
+    "ngsi-ld token_url without client_id": (NGSI + "    token_url: https://idm.example/oauth2/token  # <-\n"
+                                            "    client_secret_file: {tmp}/secret\n", "uplinks[0].token_url",
+                                            "need token_url, client_id and client_secret_file (client_id missing)"),
+    "ngsi-ld token_file and client credentials": (NGSI + "    token_file: {tmp}/secret  # <-\n"
+                                                  "    token_url: https://idm.example/oauth2/token\n"
+                                                  "    client_id: gw\n    client_secret_file: {tmp}/secret\n",
+                                                  "uplinks[0].token_file", "either token_file or token_url"),
+    "ngsi-ld token_url not a URL": (NGSI + "    token_url: idm.example/token  # <-\n    client_id: gw\n"
+                                    "    client_secret_file: {tmp}/secret\n", "uplinks[0].token_url",
+                                    "http:// or https://"),
+    "ngsi-ld context not a URL": (NGSI + "    context: city-context.jsonld  # <-\n", "uplinks[0].context",
+                                  "http:// or https://"),
+    "ngsi-ld temporal not a choice": (NGSI + "    temporal: maybe  # <-\n", "uplinks[0].temporal",
+                                      "must be 'auto', 'on' or 'off'"),
+    "token file of two lines": (NGSI + "    token_file: {tmp}/twolines  # <-\n", "uplinks[0].token_file",
+                                "more than one line"),
+    "client secret file empty": (NGSI + "    token_url: https://idm.example/t\n    client_id: gw\n"
+                                 "    client_secret_file: {tmp}/empty  # <-\n", "uplinks[0].client_secret_file",
+                                 "is empty"),
+    "mqtt status topic with a wildcard": (MQTT + "    url: mqtt://127.0.0.1\n    status_topic: city/#  # <-\n",
+                                          "uplinks[0].status_topic", "no wildcards"),
+    "mqtt status topic placeholder": (MQTT + "    url: mqtt://127.0.0.1\n    status_topic: s/{sensor}  # <-\n",
+                                      "uplinks[0].status_topic", "only placeholder is {gateway}"),
     "password file without username": (MQTT + "    url: mqtt://127.0.0.1\n    password_file: {tmp}/secret  # <-\n",
                                        "uplinks[0].password_file", "needs a username"),
     "cert_file without key_file": (MQTT + "    url: mqtts://127.0.0.1\n    ca_file: {tmp}/secret\n"
@@ -144,6 +168,7 @@ MALFORMED = {
 def secrets(tmp_path: Path) -> Path:
     (tmp_path / "secret").write_text("s3cret\n")
     (tmp_path / "empty").write_text("")
+    (tmp_path / "twolines").write_text("Bearer abc\ndef\n")
     (tmp_path / "dir").mkdir()
     return tmp_path
 
@@ -342,6 +367,34 @@ def test_an_mqtt_url_list_is_a_failover_list_in_order(tmp_path):
     assert load_config(path).uplinks[0].url == ["mqtts://10.0.0.1"], "one URL is a list of one"
 
 
+@pytest.mark.parametrize("uplink, key", [
+    ("    type: mqtt\n    url: mqtt://broker.example\n    username: gw\n    password_file: {tmp}/secret  # <-\n",
+     "password_file"),
+    ("    type: ngsi-ld\n    url: http://orion.example\n    token_file: {tmp}/secret  # <-\n", "token_file"),
+    ("    type: ngsi-ld\n    url: https://orion.example\n    token_url: http://idm.example/t\n    client_id: gw\n"
+     "    client_secret_file: {tmp}/secret  # <-\n", "client_secret_file"),
+])
+def test_check_warns_about_a_secret_sent_over_a_plain_url(secrets, capfd, uplink, key):
+    text = ("gateway: {id: gw-1, location: [34.3, 134.0]}\nuplinks:\n  - name: up\n" + uplink).replace("{tmp}", str(secrets))
+    file = secrets / "gateway.yaml"
+    file.write_text(text)
+    code, err = check(["check", "-c", str(file)], capfd)
+    assert code == 0, "a warning, not an error: closed networks and test rigs exist"
+    [warning] = [m for m in problems(err) if m["message"].startswith("warning:")]
+    marked = next(n for n, line in enumerate(text.splitlines(), 1) if line.endswith("# <-"))
+    assert (int(warning["line"]), warning["path"]) == (marked, f"uplinks[0].{key}")
+    assert "unencrypted" in warning["message"] and "s3cret" not in "\n".join(err)
+
+
+@pytest.mark.parametrize("url", ["https://orion.example", "http://127.0.0.1:1026", "http://[::1]:1026"])
+def test_no_warning_when_secrets_travel_over_tls_or_stay_on_the_pi(secrets, capfd, url):
+    file = secrets / "gateway.yaml"
+    file.write_text(f"gateway: {{id: gw-1, location: [34.3, 134.0]}}\nuplinks:\n  - name: up\n    type: ngsi-ld\n"
+                    f"    url: {url}\n    token_file: {secrets}/secret\n")
+    code, err = check(["check", "-c", str(file)], capfd)
+    assert code == 0 and not problems(err)
+
+
 # --- YAML indentation mistakes, in plain words with the line (issue 11 point 5) ------------------
 
 @pytest.mark.parametrize("text, line, words", [
@@ -361,3 +414,12 @@ def test_indentation_mistakes_are_told_in_plain_words(text, line, words):
     assert (problem.file, problem.line, problem.path) == ("gw.yaml", line, "(yaml)")
     assert words in problem.message
     assert "block end" not in problem.message and "not allowed here" not in problem.message
+
+
+def test_a_secret_to_a_broker_on_this_machine_is_no_warning(secrets, capfd):
+    """127.0.0.1, ::1, localhost: nothing crosses a network, so plain mqtt:// is fine (a broker beside the gateway)."""
+    file = secrets / "gateway.yaml"
+    file.write_text("gateway: {id: gw-1}\nuplinks:\n  - {name: up, type: mqtt, url: 'mqtt://127.0.0.1:1883', "
+                    f"username: gw, password_file: {secrets}/secret}}\n")
+    code, err = check(["check", "-c", str(file)], capfd)
+    assert code == 0 and not [m for m in problems(err) if m["message"].startswith("warning:")], err

@@ -16,7 +16,7 @@ REPLAY = "hil/ble/sample.jsonl"
 def _config(salt: str = f"{RUN}/secret_beacon.salt") -> str:
     return ("gateway: {id: park-07}\n"
             "uplinks:\n"
-            f"  - {{name: city, type: mqtt, url: 'mqtt://127.0.0.1:1883', username: gw, password_file: {RUN}/secret_mqtt}}\n"
+            f"  - {{name: city, type: mqtt, url: 'mqtts://127.0.0.1:8883', username: gw, password_file: {RUN}/secret_mqtt}}\n"
             "sensors:\n"
             f"  - {{id: park-1, driver: ble_beacon, interval: 10s, adapter: 'replay:{REPLAY}', salt_file: {salt}}}\n")
 

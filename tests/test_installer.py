@@ -93,6 +93,7 @@ def test_install_twice_gives_the_same_tree_and_uninstall_removes_it(first_instal
     assert (units / "city-edge-gateway.service").read_text() == (REPO / "systemd/city-edge-gateway.service").read_text()
     assert os.readlink(units / "multi-user.target.wants/city-edge-gateway.service").endswith("/city-edge-gateway.service")
     assert (units / "multi-user.target.wants/city-edge-gateway-boot-config.service").is_symlink()
+    assert (units / "paths.target.wants/city-edge-gateway-update.path").is_symlink()  # the signed update command
     venv_python = root / "opt/city-edge-gateway/venv/bin/python"
     check = subprocess.run([str(venv_python), "-c", "import gateway, sys; print(gateway.__file__)"],
                            capture_output=True, text=True, cwd=root)
@@ -125,7 +126,8 @@ def test_installed_units_verify_in_the_installed_tree(root):
     # The real gateway entry point in the installed venv, not a stand-in.
     assert os.access(root / "opt/city-edge-gateway/venv/bin/gateway", os.X_OK)
     out = subprocess.run(["systemd-analyze", "verify", f"--root={root}", "--man=no",
-                          "city-edge-gateway.service", "city-edge-gateway-boot-config.service"],
+                          "city-edge-gateway.service", "city-edge-gateway-boot-config.service",
+                          "city-edge-gateway-update.service", "city-edge-gateway-update.path"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout + out.stderr == "", out.stdout + out.stderr
 

@@ -47,3 +47,25 @@ def test_gateway_publishes_iota_json_measures(tmp_path, broker):
     assert topic == "/json/k3y/test-gw.river-1/attrs"
     assert set(measures) == {"wl", "d", "TimeInstant"}
     assert measures["TimeInstant"].endswith("Z")
+
+
+def test_one_reading_is_a_bare_object_whatever_batch_says_and_the_status_topic_is_configurable(tmp_path, broker):
+    """iota-json ≥ 3.7 (commonBindings.js) turns [{...}] into one attribute named "0" and drops
+    TimeInstant: a message holding one reading must be an object, also with batch: 10."""
+    sub = Subscriber(broker.port, topic="#", client_id="iota-agent")
+    cfg = {"gateway": {"id": "test-gw", "location": [34.34, 134.05]},
+           "storage": {"path": str(tmp_path / "buffer.db"), "commit_interval": "100ms"},
+           "uplinks": [{"name": "iota", "type": "mqtt", "url": f"mqtt://127.0.0.1:{broker.port}", "batch": 10,
+                        "format": "iota-json", "apikey": "k3y", "status_topic": "devices/{gateway}/lwt"}],
+           "sensors": [{"id": "river-1", "driver": "sim_river", "interval": "300ms"}]}
+    gw = GatewayProcess(write_config(tmp_path / "gw.yaml", cfg), tmp_path / "gw.log").start()
+    try:
+        wait_for(lambda: sum(t.startswith("/json/") for t, _ in sub.messages) >= 5, 20, what="iota-json measures")
+    finally:
+        assert gw.terminate() == 0
+        sub.stop()
+    payloads = [json.loads(p) for t, p in sub.messages if t.startswith("/json/")]
+    assert all(isinstance(p, dict) or len(p) > 1 for p in payloads), "never a one-element array"
+    assert sum(isinstance(p, dict) for p in payloads) >= 3
+    assert ("devices/test-gw/lwt", b"online") in sub.messages
+    assert not any(t == "city/test-gw/status" for t, _ in sub.messages)

@@ -7,7 +7,6 @@ issue's figure; `NGSI_OUTAGE_S=5` for a quick local run)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -17,18 +16,13 @@ from pathlib import Path
 import pytest
 
 from gateway import ngsi_ld_mapping as mapping
-from gateway.buffer import Buffer
 from gateway.buffer import stats as buffer_stats
-from gateway.config import NgsiLdUplinkConfig
-from gateway.delivery import Delivery
-from gateway.sdk.reading import Reading, Value
-from gateway.uplinks.ngsi_ld import NgsiLdTransport, retry_after
+from gateway.uplinks.ngsi_ld import retry_after
 from tests.helpers import GatewayProcess, wait_for, write_config
 from tests.ngsi_broker import CORE_V18, NgsiBroker, check_entity
+from tests.ngsi_helpers import GW, LEVELS, Harness, doc, river
 
 OUTAGE_S = float(os.environ.get("NGSI_OUTAGE_S", "60"))
-GW = "test-gw"
-LEVELS = {"standby": 1.5, "caution": 2.0, "evacuation": 2.5, "danger": 3.0}
 
 
 @pytest.fixture
@@ -39,12 +33,6 @@ def broker():  # this module's broker is the NGSI-LD one (conftest's is Mosquitt
 
 
 # --- mapping ------------------------------------------------------------------------------------
-
-def doc(kind: str, values: dict, sensor: str, device: str | None = None, at: float = 1_763_780_645.678) -> dict:
-    r = Reading(sensor=sensor, kind=kind, values={k: Value(*v) for k, v in values.items()}, observed_at=at,
-                device=device, id=f"{GW}.{sensor}.1", gateway=GW, location=(34.3428, 134.0466))
-    return r.as_json()
-
 
 def test_every_kind_maps_to_a_valid_smart_data_model_entity():
     class RiverOptions:
@@ -59,6 +47,7 @@ def test_every_kind_maps_to_a_valid_smart_data_model_entity():
                                      "unitCode": "MTR"}
     assert (river["referenceLevel"]["value"], river["alertLevel"]["value"], river["dangerLevel"]["value"]) == (6.0, 2.0, 3.0)
     assert river["floodLevelStatus"]["value"] == "caution"
+    assert river["observationDateTime"]["value"] == {"@type": "DateTime", "@value": "2025-11-22T03:04:05.678Z"}
 
     snow = mapping.entities(doc("snow_depth", {"snow_depth": (0.42, "m"), "distance": (1.58, "m"),
                                                "air_temperature": (-2.5, "°C")}, "snow-1"))[0]
@@ -136,54 +125,15 @@ def test_an_ngsi_ld_uplink_needs_a_location_for_every_sensor():
     parse_config(text.replace("{id: g}", "{id: g, location: [34.34, 134.05]}"))
 
 
-def test_retry_after_header_forms():
-    assert retry_after("3") == 3.0
-    assert retry_after(None) is None
-    assert 0 <= retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5))) <= 6
+def test_retry_after_header_forms_and_its_cap():
+    assert retry_after("3", 30) == 3.0
+    assert retry_after(None, 30) is None
+    assert 0 <= retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5)), 30) <= 6
+    assert retry_after("999999", 30) == 30, "a broker cannot stall the uplink for days (capped at reconnect_max)"
+    assert retry_after("nan", 30) is None and retry_after("-5", 30) == 0
 
 
 # --- the transport through the real delivery worker and buffer -------------------------------------
-
-class Harness:
-    """Buffer (a real SQLite file) + Delivery + NgsiLdTransport in one event loop."""
-
-    def __init__(self, tmp_path: Path, url: str, **uplink):
-        self.buffer = Buffer(tmp_path / "buffer.db", ["orion"], gateway=GW)
-        cfg = NgsiLdUplinkConfig(name="orion", type="ngsi-ld", url=url, **uplink)
-        self.transport = NgsiLdTransport(cfg, GW)
-        self.n = 0
-
-    def add(self, sensor: str, kind: str, values: dict, device: str | None = None, at: float | None = None) -> dict:
-        self.n += 1
-        at = at or 1_763_780_000 + self.n
-        r = Reading.from_json(doc(kind, values, sensor, device, at))
-        r.id = f"{GW}.{sensor}.{int(at * 1000)}.{self.n:06d}"
-        self.buffer.append(r)
-        return r.as_json()
-
-    def run(self, timeout: float = 30.0) -> None:
-        async def go():
-            await self.transport.start()
-            self.buffer.commit()
-            d = Delivery(self.buffer, self.transport, backoff_cap=2.0)
-            task = asyncio.create_task(d.run())
-            deadline = time.monotonic() + timeout
-            while not d.caught_up:
-                assert time.monotonic() < deadline, "delivery did not catch up"
-                await asyncio.sleep(0.05)
-            self.buffer.commit()
-            task.cancel()
-            await self.transport.stop()
-        asyncio.run(go())
-
-    def dead(self) -> list[tuple[str, str]]:
-        return [(json.loads(body)["sensor"], reason) for body, reason in
-                self.buffer.conn.execute("SELECT body, reason FROM dead ORDER BY seq")]
-
-
-def river(h: Harness, level: float, sensor: str = "river-1") -> dict:
-    return h.add(sensor, "river_level", {"water_level": (level, "m"), "distance": (6 - level, "m")})
-
 
 def test_207_one_bad_entity_others_released_bad_one_dead_lettered(tmp_path, broker):
     h = Harness(tmp_path, broker.url)
@@ -196,8 +146,9 @@ def test_207_one_bad_entity_others_released_bad_one_dead_lettered(tmp_path, brok
     assert broker.invalid == []
     assert 207 in [status for _, status, _ in broker.log]
     dead = h.dead()
-    assert [s for s, _ in dead] == ["river-2"], "only the newest of river-2 went through upsert; it is refused"
-    assert "stationID unknown to this city" in dead[0][1] and "207" in dead[0][1]
+    assert [s for s, _ in dead] == ["river-2"] * 3, "river-2's history and current state are refused, one by one"
+    assert all("stationID unknown to this city" in reason for _, reason in dead)
+    assert "207" in dead[-1][1], "the newest went through upsert: the 207 names it"
     for s in ("river-1", "river-3"):
         eid = f"urn:ngsi-ld:FloodMonitoring:test-gw.{s}"
         assert broker.entities[eid]["currentLevel"]["value"] == 1.2

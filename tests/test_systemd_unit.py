@@ -15,6 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "city-edge-gateway.service"
 BOOT_UNIT = REPO / "systemd" / "city-edge-gateway-boot-config.service"
+UPDATE_UNIT = REPO / "systemd" / "city-edge-gateway-update.service"  # the signed update command's root side
+UPDATE_PATH = REPO / "systemd" / "city-edge-gateway-update.path"
 ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 
@@ -27,7 +29,7 @@ def _image_root(tmp_path: Path) -> Path:
     shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
     units = root / "etc/systemd/system"
     units.mkdir(parents=True)
-    for unit in (UNIT, BOOT_UNIT):
+    for unit in (UNIT, BOOT_UNIT, UPDATE_UNIT, UPDATE_PATH):
         shutil.copy(unit, units)
     for exe in ("opt/city-edge-gateway/venv/bin/gateway", "opt/city-edge-gateway/import-boot-config", "bin/kill"):
         path = root / exe
@@ -40,7 +42,8 @@ def _image_root(tmp_path: Path) -> Path:
 def test_systemd_analyze_verify_is_clean(tmp_path):
     root = _image_root(tmp_path)
     out = subprocess.run([ANALYZE, "verify", f"--root={root}", "--man=no",
-                          "city-edge-gateway.service", "city-edge-gateway-boot-config.service"],
+                          "city-edge-gateway.service", "city-edge-gateway-boot-config.service",
+                          "city-edge-gateway-update.service", "city-edge-gateway-update.path"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout + out.stderr == "", out.stdout + out.stderr
 
@@ -58,7 +61,7 @@ ALL_UNITS = sorted((REPO / "systemd").glob("*.service"))
 
 
 def test_every_unit_is_one_the_tests_know():
-    assert set(ALL_UNITS) == {UNIT, BOOT_UNIT}
+    assert set(ALL_UNITS) == {UNIT, BOOT_UNIT, UPDATE_UNIT}
 
 
 @pytest.mark.parametrize("unit", ALL_UNITS, ids=lambda p: p.name)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from gateway.buffer import Buffer
 from gateway.catalogue import SensorCatalogue
 from gateway.config import ConsoleUplinkConfig, MqttUplinkConfig, NgsiLdUplinkConfig, UplinkBase
 from gateway.uplinks.base import Transport, check_transport_class
 
 
-def make_transport(config: UplinkBase, gateway: str, catalogue: SensorCatalogue | None = None) -> Transport:
-    """`catalogue` (kind, location, thresholds per sensor) is for uplinks that describe sensors (NGSI-LD)."""
+def make_transport(config: UplinkBase, gateway: str, catalogue: SensorCatalogue | None = None,
+                   buffer: Buffer | None = None) -> Transport:
+    """`catalogue` (kind, location, thresholds per sensor) is for uplinks that describe sensors (NGSI-LD);
+    `buffer` for uplinks that keep state across restarts (NGSI-LD: the newest time upserted per entity)."""
     if isinstance(config, ConsoleUplinkConfig):
         from gateway.uplinks.console import ConsoleTransport
         return check_transport_class(ConsoleTransport)(config)
@@ -17,5 +20,5 @@ def make_transport(config: UplinkBase, gateway: str, catalogue: SensorCatalogue 
         return check_transport_class(MqttTransport)(config, gateway)
     if isinstance(config, NgsiLdUplinkConfig):
         from gateway.uplinks.ngsi_ld import NgsiLdTransport
-        return check_transport_class(NgsiLdTransport)(config, gateway, catalogue)
+        return check_transport_class(NgsiLdTransport)(config, gateway, catalogue, buffer)
     raise ValueError(f"uplink {config.name}: type {getattr(config, 'type', '?')} is not supported yet")

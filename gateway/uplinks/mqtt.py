@@ -22,7 +22,6 @@ from paho.mqtt.enums import MQTTErrorCode
 from gateway.buffer import Row
 from gateway.config import MqttUplinkConfig
 from gateway.sdk.fields import read_secret
-from gateway.tls import TlsError, client_context
 from gateway.uplinks.base import Transport, TransportLost
 from gateway.uplinks.mqtt_link import MqttLink
 
@@ -58,7 +57,7 @@ class MqttTransport(Transport):
         self.batch = config.batch
         self.window = config.window
         self.drain_rate = config.drain_rate
-        self.status_topic = f"city/{gateway}/status"
+        self.status_topic = config.status_topic.format(gateway=gateway)
         password = read_secret(config.password_file) if config.password_file else None
         self.link = MqttLink(config, config.client_id or f"{gateway}-{config.name}", self.status_topic, password,
                              on_publish=self._on_publish, on_ready=self._release_waiting)
@@ -118,7 +117,8 @@ class MqttTransport(Transport):
     def payload(self, rows: list[Row]) -> str:
         if self.config.format == "iota-json":
             measures = [iota_measures(r.body, self.config.attributes) for r in rows]
-            return json.dumps(measures[0] if self.batch == 1 else measures, ensure_ascii=False, separators=(",", ":"))
+            # one reading is a bare object: the IoT Agent turns [{...}] into an attribute named "0"
+            return json.dumps(measures[0] if len(measures) == 1 else measures, ensure_ascii=False, separators=(",", ":"))
         return rows[0].body if self.batch == 1 else "[" + ",".join(r.body for r in rows) + "]"
 
     def send(self, rows: list[Row]) -> asyncio.Future:
