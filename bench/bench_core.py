@@ -107,6 +107,7 @@ async def gateway_drain(port: int, db: Path, batch: int) -> float:
     config = MqttUplinkConfig(name="bench", type="mqtt", url=f"mqtt://127.0.0.1:{port}", batch=batch, window=WINDOW)
     transport = MqttTransport(config, "bench-gw")
     await transport.start()
+    connection = asyncio.create_task(transport.run())
     await transport.ready()
     delivery = Delivery(buf, transport)
     target = buf.last_seq
@@ -118,6 +119,7 @@ async def gateway_drain(port: int, db: Path, batch: int) -> float:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await transport.stop()
+    await asyncio.gather(connection, return_exceptions=True)
     buf.close()
     return elapsed
 

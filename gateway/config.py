@@ -183,7 +183,8 @@ class ManageSection(Strict):
 
 class MqttUplinkConfig(UplinkBase):
     type: Literal["mqtt"]
-    url: str
+    url: list[str] = Field(description="a broker URL, or a list of them: the uplink moves to the next when one "
+                                       "is unreachable")
     topic: str = "city/{gateway}/{sensor}"
     status_topic: str = Field("city/{gateway}/status", description="retained online/offline and the last will")
     qos: Literal[0, 1, 2] = 1
@@ -199,6 +200,8 @@ class MqttUplinkConfig(UplinkBase):
     session_expiry: Duration = 86_400.0
     keepalive: Duration = 30.0
     reconnect_max: Duration = 30.0
+    drain_rate: float | None = Field(None, gt=0, description="readings/s at most while a backlog drains; "
+                                                             "alerts are not counted")
     format: Literal["json", "iota-json"] = "json"
     apikey: str | None = Field(None, description="iota-json: the IoT Agent service's API key")
     attributes: dict[str, str] = Field({}, description="iota-json: value name -> short attribute name")
@@ -209,10 +212,17 @@ class MqttUplinkConfig(UplinkBase):
     def _protocol_text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
-    @field_validator("url")
+    @field_validator("url", mode="before")
     @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_url(v, ("mqtt", "mqtts"))
+    def _url(cls, v: Any) -> list[str]:
+        urls = [v] if isinstance(v, str) else v
+        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+            raise ValueError("must be a broker URL or a list of them")
+        for url in urls:
+            _check_url(url, ("mqtt", "mqtts"))
+        if len({urlsplit(u).scheme for u in urls}) > 1:
+            raise ValueError("every broker in the list takes the same scheme: all mqtts:// or all mqtt://")
+        return urls
 
     @field_validator("topic")
     @classmethod
@@ -276,7 +286,7 @@ class MqttUplinkConfig(UplinkBase):
 
     @property
     def tls(self) -> bool:
-        return self.url.startswith("mqtts://")
+        return self.url[0].startswith("mqtts://")
 
 
 _TENANT = re.compile(r"[A-Za-z0-9_-]{1,50}", re.ASCII)

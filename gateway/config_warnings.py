@@ -51,8 +51,8 @@ def _credential(value: object) -> str | None:
 def _plain_secrets(uplink) -> list[tuple[str, str]]:
     """(the key of a secret, the plain URL it travels over) for one uplink."""
     carried: list[tuple[str, str]] = []
-    if getattr(uplink, "password_file", None) is not None:
-        carried.append(("password_file", uplink.url))
+    if getattr(uplink, "password_file", None) is not None:  # an MQTT uplink: every broker of its list
+        carried += [("password_file", url) for url in uplink.url]
     if getattr(uplink, "token_file", None) is not None:
         carried.append(("token_file", uplink.url))
     if getattr(uplink, "client_secret_file", None) is not None and getattr(uplink, "token_url", None):

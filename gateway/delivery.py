@@ -3,8 +3,14 @@ the uplink's cursor, sends them through its transport, and moves the cursor
 only over rows the far end acknowledged (or rejected into the dead letters).
 
 - Up to `window` sends await an answer at once; everything else stays in SQLite.
-- Rows are grouped by the transport's key (MQTT: topic), each group in order,
-  so per-sensor order holds within a batch and across batches.
+- Rows queue per stream (the transport's `stream_key`; MQTT: the sensor), each
+  stream in seq order; a send takes the stream's leading rows that share one
+  `group_key` (MQTT: one topic), up to `batch`. So per-sensor order holds for
+  every batch size, also for a sensor whose devices publish on topics of their
+  own (its batches are then only as long as one device's run of readings).
+- `drain_rate` (readings/s) paces the sends: a unit back from a long outage does
+  not flatten the city's broker. Alerts go ahead of the backlog, unpaced; live
+  readings keep their place behind their own sensor's backlog (SPEC §5 order).
 - Alerts (alert-level changes) committed after the rows fetched so far are sent
   ahead of the backlog.
 - On a lost connection or a transient failure the worker rewinds to the cursor
@@ -33,6 +39,25 @@ log = logging.getLogger(__name__)
 RETRY_POLL = 5.0  # how often to look for dead letters moved back by `gateway buffer dead --retry`
 
 
+class Pace:
+    """A token bucket: at most `rate` readings a second, in bursts of up to one
+    second's worth (at least one batch)."""
+
+    def __init__(self, rate: float, batch: int):
+        self.rate, self.burst = rate, max(rate, float(batch))
+        self.tokens, self.at = self.burst, time.monotonic()
+
+    def wait(self) -> float:
+        """0 when a send may start now, else the seconds until one may."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        return 0.0 if self.tokens > 0 else -self.tokens / self.rate + 1e-3
+
+    def take(self, n: int) -> None:
+        self.tokens -= n
+
+
 @dataclass(order=True)
 class _Send:
     first_seq: int
@@ -54,6 +79,7 @@ class Delivery:
         self._order = itertools.count()
         self._gen = 0
         self._retrying = False  # dead letters moved back by `gateway buffer dead --retry` are being sent
+        self.pace = Pace(transport.drain_rate, transport.batch) if transport.drain_rate else None
         buffer.on_commit(self._new_data)
 
     # --- state the service and status read -----------------------------------------------------
@@ -91,8 +117,8 @@ class Delivery:
     def _reset(self) -> None:
         self._gen += 1
         self._fetched = self.buffer.acked[self.name]  # every seq up to here is queued or handled
-        self._groups: dict[Hashable, deque[Row]] = {}
-        self._heads: list[tuple[int, Hashable]] = []  # (seq of a group's first row, key)
+        self._streams: dict[Hashable, deque[tuple[Hashable, Row]]] = {}  # stream -> (group key, row), in order
+        self._heads: list[tuple[int, Hashable]] = []  # (seq of a stream's first row, stream key)
         self._unfinished: list[_Send] = []  # heap by first seq
         self._ahead: set[int] = set()  # alert seqs sent before the backlog reached them
         self._inflight = 0
@@ -107,6 +133,9 @@ class Delivery:
             self.wake.clear()
             if self._failure is not None:
                 raise self._failure
+            if not self.t.connected:  # nothing new is handed to a transport that is down: the pace holds after it
+                await self.t.ready()
+                continue
             if self._inflight >= window:
                 await self._sleep(1.0)
                 continue
@@ -120,6 +149,10 @@ class Delivery:
                 self._fill(max(batch * window, 500))
             if not self._heads:
                 await self._sleep(RETRY_POLL)
+                continue
+            paced = self.pace.wait() if self.pace else 0.0
+            if paced:
+                await self._sleep(paced)
                 continue
             self._refill()
 
@@ -137,32 +170,40 @@ class Delivery:
         if not rows:
             return
         self._fetched = rows[-1].seq
-        key_of = self.t.group_key
+        group_of, stream_of = self.t.group_key, self.t.stream_key
         for row in rows:
             if row.seq in self._ahead:
                 self._ahead.discard(row.seq)
                 continue
-            key = key_of(row)
-            group = self._groups.get(key)
-            if group is None:
-                self._groups[key] = group = deque()
+            key = stream_of(row)
+            stream = self._streams.get(key)
+            if stream is None:
+                self._streams[key] = stream = deque()
                 heapq.heappush(self._heads, (row.seq, key))
-            group.append(row)
+            stream.append((group_of(row), row))
 
     def _refill(self) -> None:
         """Start sends while the window has room. Also called from each
         acknowledgement, so a steady stream needs no wake-up of the pump task."""
-        while self._heads and self._inflight < self.t.window and self._failure is None:
+        while self._heads and self._inflight < self.t.window and self._failure is None and self.t.connected:
+            if self.pace is not None and self.pace.wait():
+                self.wake.set()  # the pump sleeps until the pace allows the next send
+                return
             self._dispatch_one(self.t.batch)
 
     def _dispatch_one(self, batch: int) -> None:
         seq, key = heapq.heappop(self._heads)
-        group = self._groups[key]
-        rows = [group.popleft() for _ in range(min(batch, len(group)))]
-        if group:
-            heapq.heappush(self._heads, (group[0].seq, key))
+        stream = self._streams[key]
+        group = stream[0][0]
+        rows = []
+        while stream and len(rows) < batch and stream[0][0] == group:
+            rows.append(stream.popleft()[1])
+        if stream:
+            heapq.heappush(self._heads, (stream[0][1].seq, key))
         else:
-            del self._groups[key]
+            del self._streams[key]
+        if self.pace is not None:
+            self.pace.take(len(rows))
         self._start(rows)
 
     def _start(self, rows: list[Row], dead: DeadRow | None = None) -> None:

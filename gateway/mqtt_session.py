@@ -14,7 +14,8 @@ from gateway.tls import client_context
 
 
 def broker_address(config: MqttUplinkConfig) -> tuple[str, int]:
-    url = urlsplit(config.url)
+    """The first broker of the uplink's list (the management channel's; the uplink itself fails over)."""
+    url = urlsplit(config.url[0])
     return url.hostname, url.port or (8883 if config.tls else 1883)
 
 

@@ -214,14 +214,15 @@ def buffer_stats(config: Path) -> dict:
     return json.loads(gateway_cli("buffer", "-c", str(config), "stats", "--json").stdout)
 
 
-def per_sensor_in_order(readings: list[dict]) -> bool:
-    """observed_at never goes backwards per (sensor, device), duplicates ignored (first arrival kept)."""
+def per_sensor_in_order(readings: list[dict], by_device: bool = True) -> bool:
+    """observed_at never goes backwards per (sensor, device), or per sensor across its devices
+    (by_device=False), duplicates ignored (first arrival kept)."""
     seen, last = set(), {}
     for r in readings:
         if r["id"] in seen:
             continue
         seen.add(r["id"])
-        key = (r["sensor"], r.get("device"))
+        key = (r["sensor"], r.get("device") if by_device else None)
         if key in last and r["observed_at"] < last[key]:
             return False
         last[key] = r["observed_at"]

@@ -69,6 +69,13 @@ MALFORMED = {
     "mqtt URL with bad port": (MQTT + "    url: mqtt://127.0.0.1:70000  # <-\n", "uplinks[0].url", "invalid port"),
     "mqtt URL with a password": (MQTT + "    url: mqtt://gw:hunter2@127.0.0.1  # <-\n", "uplinks[0].url",
                                  "secrets come only from files"),
+    "mqtt URL list with a bad port": (MQTT + "    url: [mqtt://127.0.0.1:1883, mqtt://127.0.0.1:0]  # <-\n",
+                                      "uplinks[0].url", "invalid port"),
+    "mqtt URL list mixing TLS and plain": (MQTT + "    url:  # <-\n      - mqtts://a.example\n"
+                                           "      - mqtt://b.example\n", "uplinks[0].url", "same scheme"),
+    "mqtt URL list empty": (MQTT + "    url: []  # <-\n", "uplinks[0].url", "list of them"),
+    "mqtt drain_rate zero": (MQTT + "    url: mqtt://127.0.0.1\n    drain_rate: 0  # <-\n",
+                             "uplinks[0].drain_rate", "greater than 0"),
     "ngsi-ld URL with mqtt scheme": ("gateway: {id: gw-1, location: [34.3, 134.0]}\nuplinks:\n  - name: orion\n"
                                      "    type: ngsi-ld\n    url: mqtt://127.0.0.1  # <-\n", "uplinks[0].url",
                                      "http:// or https://"),
@@ -349,6 +356,15 @@ def test_run_refuses_an_invalid_config_with_exit_2(tmp_path, capfd):
     assert code == 2
     assert [m["path"] for m in problems(err)] == ["uplinks[0].url"]
     assert f"`gateway check -c {bad}`" in err[-1]
+
+
+def test_an_mqtt_url_list_is_a_failover_list_in_order(tmp_path):
+    path = tmp_path / "gw.yaml"
+    path.write_text(MQTT + "    url:\n      - mqtt://10.0.0.1:1883\n      - mqtt://10.0.0.2\n    drain_rate: 500\n")
+    up = load_config(path).uplinks[0]
+    assert up.url == ["mqtt://10.0.0.1:1883", "mqtt://10.0.0.2"] and up.drain_rate == 500
+    path.write_text(MQTT + "    url: mqtts://10.0.0.1\n")
+    assert load_config(path).uplinks[0].url == ["mqtts://10.0.0.1"], "one URL is a list of one"
 
 
 @pytest.mark.parametrize("uplink, key", [

@@ -4,6 +4,9 @@ batches, transient failures retried without loss, rejections as dead letters."""
 
 import asyncio
 import json
+import time
+
+import pytest
 
 from gateway.buffer import Buffer
 from gateway.delivery import Delivery
@@ -98,3 +101,91 @@ def test_a_rejected_reading_becomes_a_dead_letter_and_the_others_go_on(tmp_path)
     dead = buf.conn.execute("SELECT body, reason FROM dead").fetchall()
     assert [(json.loads(b)["id"], r) for b, r in dead] == [(bad, f"HTTP 400: bad {bad}")]
     assert buf.acked["u"] == buf.last_seq
+
+
+class PerDeviceTopics(Recorder):
+    """Like MQTT: one topic per sensor and device, order kept per sensor."""
+
+    def group_key(self, row):
+        return (row.sensor, row.device)
+
+    def stream_key(self, row):
+        return row.sensor
+
+
+@pytest.mark.parametrize("batch", [1, 2, 10, 100])
+def test_per_sensor_order_across_its_devices_for_every_batch_size(tmp_path, batch):
+    buf = Buffer(tmp_path / "b.db", ["u"], gateway="gw")
+    for i in range(300):  # a beacon sensor: three devices in turn, now and then two in a row
+        device = f"d{(i // 2) % 3}" if i % 7 else f"d{i % 3}"
+        buf.append(Reading(sensor="beacons-1", kind="beacon", values={"rssi": Value(-60, "dBm")},
+                           observed_at=1_763_780_000 + i, id=f"gw.beacons-1.{1_763_780_000_000 + i}.000000",
+                           gateway="gw", device=device))
+        buf.append(reading("river-1", i))
+    buf.commit()
+    t = PerDeviceTopics(batch=batch, window=8)
+    deliver(buf, t)
+    for sensor in ("beacons-1", "river-1"):
+        mine = [i for ids in t.sent for i in ids if f".{sensor}." in i]
+        assert mine == sorted(mine) and len(mine) == 300, f"{sensor}: in order across its devices"
+    assert max(len(ids) for ids in t.sent) == batch, "batches still fill where a thing's readings run"
+
+
+def test_drain_rate_paces_the_backlog_and_alerts_go_first_unpaced(tmp_path):
+    buf = Buffer(tmp_path / "b.db", ["u"], gateway="gw")
+    for i in range(600):
+        buf.append(reading("river-1", i))
+    buf.append(reading("river-1", 600, alert=True))
+    buf.commit()
+    t = Recorder(batch=10, window=4)
+    t.drain_rate = 400.0
+    stamps: list[tuple[float, int]] = []
+    send = t.send
+    t.send = lambda rows: (stamps.append((time.monotonic(), len(rows))), send(rows))[1]
+    deliver(buf, t)
+    assert t.sent[0] == ["gw.river-1.1763780000600.000000"], "the alert first"
+    elapsed = stamps[-1][0] - stamps[1][0]
+    assert elapsed >= (600 - 400) / 400 * 0.9, f"600 readings at 400/s after a one-second burst took {elapsed:.2f}s"
+    start, sent = stamps[1][0], 0
+    for at, n in stamps[1:]:
+        sent += n
+        assert sent <= 400 + 400 * (at - start) + 10, "a one-second burst, then never faster than the rate"
+
+
+class Flaky(Recorder):
+    """A transport whose connection comes and goes (like MQTT's)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.up = asyncio.Event()
+
+    @property
+    def connected(self):
+        return self.up.is_set()
+
+    async def ready(self):
+        await self.up.wait()
+
+
+def test_nothing_new_is_handed_to_a_transport_that_is_down(tmp_path):
+    buf = Buffer(tmp_path / "b.db", ["u"], gateway="gw")
+    for i in range(50):
+        buf.append(reading("river-1", i))
+    buf.commit()
+
+    async def main():
+        t = Flaky(batch=5, window=4)
+        t.drain_rate = 1000.0
+        d = Delivery(buf, t, backoff_cap=0.05)
+        task = asyncio.create_task(d.run())
+        await asyncio.sleep(0.3)
+        assert t.sent == [], "no send while the transport is down"
+        t.up.set()
+        while buf.acked["u"] < buf.last_seq:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return t
+
+    t = asyncio.run(asyncio.wait_for(main(), 30))
+    assert [i for ids in t.sent for i in ids] == [f"gw.river-1.{1_763_780_000_000 + i}.000000" for i in range(50)]

@@ -3,6 +3,8 @@ arrives, in order per sensor, through broker and gateway crashes."""
 
 import time
 
+import pytest
+
 from tests.helpers import (GatewayProcess, Subscriber, buffer_stats, per_sensor_in_order, sim_config, wait_for,
                            write_config)
 
@@ -124,3 +126,23 @@ def test_batches_are_json_arrays_of_one_topic(tmp_path, broker):
         batch = json.loads(payload)
         assert isinstance(batch, list) and 1 <= len(batch) <= 10
         assert {f"city/test-gw/{r['sensor']}" + (f"/{r['device']}" if "device" in r else "") for r in batch} == {topic}
+
+
+@pytest.mark.parametrize("batch", [1, 2, 10, 100])
+def test_per_sensor_order_across_devices_at_the_broker_for_every_batch_size(tmp_path, broker, batch):
+    sub = Subscriber(broker.port)
+    sensors = [{"id": "beacons-1", "driver": "sim_beacon", "interval": "50ms", "seed": 3, "population": 4},
+               {"id": "river-1", "driver": "sim_river", "interval": "50ms", "seed": 1}]
+    config = write_config(tmp_path / "gw.yaml", sim_config(tmp_path, [mqtt_uplink(broker.port, batch=batch, reconnect_max="2s")],
+                                                           sensors=sensors))
+    gw = GatewayProcess(config, tmp_path / "gw.log").start()
+    run_for(gw, 3)
+    broker.kill()  # a backlog builds, so batches fill
+    run_for(gw, 2)
+    broker.start()
+    wait_for(lambda: "connected to" in gw.log_text().split("disconnected")[-1], 60, what="the gateway to reconnect")
+    assert gw.terminate() == 0
+    appended = buffer_stats(config)["buffer"]["appended"]
+    readings = assert_complete(sub, appended)
+    assert per_sensor_in_order(readings, by_device=False), "one stream per sensor, whatever its devices' topics"
+    sub.stop()

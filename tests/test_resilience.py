@@ -51,3 +51,36 @@ def test_a_full_disk_holds_readings_in_memory_and_writes_them_later(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "rows 300"
     assert "cannot write" in result.stderr and "held readings are now on disk" in result.stderr
+
+
+def test_a_fleet_that_lost_its_broker_together_retries_spread_over_the_window():
+    from gateway.uplinks.mqtt_link import ReconnectSchedule
+
+    random.seed(12)
+    fleet = [ReconnectSchedule(30.0) for _ in range(500)]
+    first = [s.lost() for s in fleet]  # everyone disconnected in the same second
+    assert all(0 < d <= 30.0 for d in first)
+    per_second = [sum(int(d) == k for d in first) for k in range(30)]
+    assert max(per_second) <= 50, f"no second sees more than 10 % of the fleet: {per_second}"
+    again = [s.failed() for s in fleet]  # the broker is still down
+    assert all(15.0 <= d <= 30.0 for d in again), "retries stay in the window's upper half, not back at 1-2 s"
+    boot = ReconnectSchedule(30.0)
+    delays = [boot.failed() for _ in range(8)]
+    assert all(d <= min(30.0, 2.0 ** i) for i, d in enumerate(delays)), "before the first connection: from 1 s up"
+
+
+def test_when_the_broker_returns_after_a_long_outage_no_second_sees_10_percent_of_the_fleet():
+    from gateway.uplinks.mqtt_link import ReconnectSchedule
+
+    random.seed(7)
+    back = 100.0  # the cluster serves again 100 s after everyone lost it
+    connects = []
+    for _ in range(500):
+        s = ReconnectSchedule(30.0)
+        t = s.lost()
+        while t < back:
+            t += s.failed()
+        connects.append(t)
+    per_second = [sum(int(c - back) == k for c in connects) for k in range(31)]
+    assert sum(per_second) == 500 and max(per_second) <= 50, per_second
+    assert max(connects) - back <= 30.0, "everyone is back within reconnect_max"

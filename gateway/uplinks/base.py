@@ -38,6 +38,7 @@ class Transport(ABC):
     name: str
     batch: int = 1  # readings per send
     window: int = 1  # sends awaiting an answer at once
+    drain_rate: float | None = None  # readings/s at most while a backlog drains (alerts not counted)
     last_error: str | None = None
 
     async def start(self) -> None:
@@ -59,6 +60,12 @@ class Transport(ABC):
     def group_key(self, row: Row) -> Hashable:
         """Rows with the same key may share one send (MQTT: one topic)."""
         return None
+
+    def stream_key(self, row: Row) -> Hashable:
+        """Rows with the same key keep their order (MQTT: one sensor, whatever its
+        devices' topics); a send takes consecutive rows of one stream that share
+        a group key."""
+        return self.group_key(row)
 
     @abstractmethod
     def send(self, rows: list[Row]) -> asyncio.Future:
