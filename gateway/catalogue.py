@@ -7,7 +7,7 @@ uplink holding the catalogue sees a changed sensor without a restart."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from gateway import registry
 
@@ -27,6 +27,8 @@ class SensorCatalogue:
                  location: tuple[float, float] | None = None):
         self._entries = dict(entries or {})
         self.location = location  # the gateway's own, for its heartbeat entity
+        # The gateway's `health` facts (SPEC §7) for its own Device entity; set by the daemon, kept on reload.
+        self.health: Callable[[], dict] | None = None
 
     def get(self, sensor_id: str) -> SensorEntry | None:
         return self._entries.get(sensor_id)

@@ -76,6 +76,13 @@ def _mqtt_string(v: str, what: str) -> str:
     return v
 
 
+def _gateway_placeholder_only(v: str, what: str) -> None:
+    try:
+        v.format(gateway="g")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"the {what}'s only placeholder is {{gateway}} (bad: {exc})") from None
+
+
 MANAGE_TOPICS = ("health", "config", "cmd")
 
 
@@ -97,10 +104,7 @@ class ManageSection(Strict):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        try:
-            v.format(gateway="g")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"the only prefix placeholder is {{gateway}} (bad: {exc})") from None
+        _gateway_placeholder_only(v, "prefix")
         if "#" in v or "+" in v or v.endswith("/"):
             raise ValueError("a prefix has no wildcards (# +) and no trailing /")
         return _mqtt_string(v, "topic prefix")
@@ -186,10 +190,7 @@ class MqttUplinkConfig(UplinkBase):
     @field_validator("status_topic")
     @classmethod
     def _status_topic(cls, v: str) -> str:
-        try:
-            v.format(gateway="g")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"the status topic's only placeholder is {{gateway}} (bad: {exc})") from None
+        _gateway_placeholder_only(v, "status topic")
         if "#" in v or "+" in v or not v:
             raise ValueError("a status topic is a plain topic: no wildcards # or +, not empty")
         return v

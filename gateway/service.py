@@ -34,6 +34,7 @@ from gateway.health import HealthView, Sources
 from gateway.ids import IdGenerator, IdStamper
 from gateway.instance import AlreadyRunning, InstanceLock
 from gateway.metrics import MetricsServer
+from gateway.manage.health import Host, health_document
 from gateway.notify import Notifier
 from gateway.pipeline import forget_other_sensors
 from gateway.sdk.devices import Devices
@@ -123,6 +124,10 @@ class Gateway:
             clock_synced=self.corrector.is_synced, reload=lambda: self.last_reload,
             commit_age=lambda: time.monotonic() - self._last_commit, commit_interval=cfg.storage.commit_interval,
             stopping=self.stopping.is_set))
+        # The gateway's own NGSI-LD Device entity carries the health facts too (sysfs only: no subprocess on the loop).
+        host = Host(vcgencmd="")
+        self.uplinks.catalogue.health = lambda: health_document(
+            self.health.snapshot(), host.facts(self.corrector.is_synced()), None)
 
     def _start_parts(self) -> None:
         cfg = self.config

@@ -157,39 +157,37 @@ class FleetClient:
         self.client.loop_stop()
 
 
-def push_config(a) -> int:
+def _request(a, listen: str, topic: str, body: dict, answers, what: str, *, settle: bool = False) -> dict | None:
+    """Sign `body`, send it to `topic` and wait for the gateway's answer on `listen`; print it."""
     key = load_private_key(a.key)
-    body = config_payload(a.gateway, a.file, a.seq)
     client = FleetClient(a)
     try:
-        client.subscribe(client.topic(a.gateway, "config/state"))
-        time.sleep(0.2)  # the retained state of an earlier push arrives first; it is skipped by seq
-        client.send(client.topic(a.gateway, "config/set"), sign(key, body))
-        doc = client.wait(lambda t, d, r: d.get("seq") == body["seq"], time.monotonic() + a.timeout)
+        client.subscribe(client.topic(a.gateway, listen))
+        if settle:
+            time.sleep(0.2)  # the retained answer to an earlier request arrives first; it is skipped by seq
+        client.send(client.topic(a.gateway, topic), sign(key, body))
+        doc = client.wait(lambda t, d, r: answers(d), time.monotonic() + a.timeout)
     finally:
         client.close()
     if doc is None:
-        print(f"no config/state for seq {body['seq']} within {a.timeout:g}s (is {a.gateway} online?)", file=sys.stderr)
-        return 1
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
-    return 0 if doc.get("result") == "applied" else 1
+        print(f"no {what} within {a.timeout:g}s (is {a.gateway} online?)", file=sys.stderr)
+    else:
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    return doc
+
+
+def push_config(a) -> int:
+    body = config_payload(a.gateway, a.file, a.seq)
+    doc = _request(a, "config/state", "config/set", body, lambda d: d.get("seq") == body["seq"],
+                   f"config/state for seq {body['seq']}", settle=True)
+    return 0 if doc and doc.get("result") == "applied" else 1
 
 
 def send_command(a) -> int:
-    key = load_private_key(a.key)
     body = cmd_payload(a.gateway, a.name, parse_args(a.args), a.seq)
-    client = FleetClient(a)
-    try:
-        client.subscribe(client.topic(a.gateway, f"cmd/{a.name}/result"))
-        client.send(client.topic(a.gateway, f"cmd/{a.name}"), sign(key, body))
-        doc = client.wait(lambda t, d, r: d.get("id") == body["id"], time.monotonic() + a.timeout)
-    finally:
-        client.close()
-    if doc is None:
-        print(f"no result for {a.name} within {a.timeout:g}s (is {a.gateway} online?)", file=sys.stderr)
-        return 1
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
-    return 0 if doc.get("ok") else 1
+    doc = _request(a, f"cmd/{a.name}/result", f"cmd/{a.name}", body, lambda d: d.get("id") == body["id"],
+                   f"result for {a.name}")
+    return 0 if doc and doc.get("ok") else 1
 
 
 def main(a) -> int:

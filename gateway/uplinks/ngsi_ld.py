@@ -259,6 +259,13 @@ class NgsiLdTransport(Transport):
         self._next_heartbeat = now + self.config.heartbeat
         at = format_time(time.time())
         e = mapping.gateway_device(self.gateway, self.catalogue.location, self.catalogue.kinds(), _firmware(), "ok", at)
+        if self.catalogue.health is not None:  # the daemon's health facts: a failing sensor shows at the city
+            try:
+                health = self.catalogue.health()
+                e = mapping.gateway_device_health(self.gateway, self.catalogue.location, self.catalogue.kinds(), health)
+                at = health["at"]
+            except Exception as exc:  # the heartbeat still goes, saying less
+                log.warning("uplink %s: gateway health for the Device entity unavailable: %s", self.name, exc)
         return [_Item(-1, e, _ms(at))]
 
     # --- temporal instances --------------------------------------------------------------------
