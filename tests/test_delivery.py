@@ -15,6 +15,8 @@ from gateway.uplinks.base import TransientError, Transport
 
 
 class Recorder(Transport):
+    holds_while_down = True  # like MQTT: a connection that ready() waits for
+
     def __init__(self, batch=1, window=1, fail_sends=(), reject=()):
         self.name, self.batch, self.window = "u", batch, window
         self.sent: list[list[str]] = []  # ids per send, in order

@@ -40,6 +40,9 @@ class Transport(ABC):
     window: int = 1  # sends awaiting an answer at once
     drain_rate: float | None = None  # readings/s at most while a backlog drains (alerts not counted)
     last_error: str | None = None
+    # True where `connected` is a connection that ready() waits for (MQTT): nothing new is handed over while it is
+    # down. False where only a new send can tell (NGSI-LD after a failed request), so sending goes on.
+    holds_while_down: bool = False
 
     async def start(self) -> None:
         """Prepare (returns at once; `ready` tells when sending can start). An

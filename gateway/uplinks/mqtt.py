@@ -50,6 +50,7 @@ def topic_for(template: str, gateway: str, row: Row) -> str:
 
 
 class MqttTransport(Transport):
+    holds_while_down = True
     def __init__(self, config: MqttUplinkConfig, gateway: str):
         self.config = config
         self.name = config.name
