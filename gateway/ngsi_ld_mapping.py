@@ -250,10 +250,13 @@ def gateway_device(gateway: str, location: Iterable[float] | None, kinds: Iterab
     return e
 
 
-def health_state(health: dict[str, Any]) -> str:
-    """The `health` message (SPEC §7) in one line a dashboard shows: "ok", or what is wrong."""
+def health_state(health: dict[str, Any], via: str | None = None) -> str:
+    """The `health` message (SPEC §7) in one line a dashboard shows: "ok", or what is wrong.
+    The uplink `via` carries this very line: if the city reads it, that uplink works, so it
+    is not reported (it may still count as disconnected at the instant its reconnect is tried)."""
     wrong = [f"sensor {sid} {s['state']}" for sid, s in health.get("sensors", {}).items() if s.get("state") != "ok"]
-    wrong += [f"uplink {name} disconnected" for name, u in health.get("uplinks", {}).items() if not u.get("connected")]
+    wrong += [f"uplink {name} disconnected" for name, u in health.get("uplinks", {}).items()
+              if not u.get("connected") and name != via]
     host = health.get("host") or {}
     wrong += [fact for fact in ("undervoltage", "throttled") if host.get(fact)]
     if host.get("clock") == "unsynced":
@@ -262,9 +265,10 @@ def health_state(health: dict[str, Any]) -> str:
 
 
 def gateway_device_health(gateway: str, location: Iterable[float] | None, kinds: Iterable[str],
-                          health: dict[str, Any]) -> dict[str, Any]:
-    """The gateway's own Device entity carrying the facts of its `health` message."""
-    e = gateway_device(gateway, location, kinds, health["version"], health_state(health), health["at"])
+                          health: dict[str, Any], via: str | None = None) -> dict[str, Any]:
+    """The gateway's own Device entity carrying the facts of its `health` message
+    (at least its "version" and "at"), sent through the uplink `via`."""
+    e = gateway_device(gateway, location, kinds, health["version"], health_state(health, via), health["at"])
     e["softwareVersion"] = prop(health["version"])
     last = max((s["last_reading_at"] for s in health.get("sensors", {}).values() if s.get("last_reading_at")),
                default=None)

@@ -212,6 +212,8 @@ def test_the_health_facts_on_the_gateways_own_device_entity():
     e = mapping.gateway_device_health("gw-1", (34.3, 134.0), ["river_level"], health)
     assert e["deviceState"]["value"] == "degraded: sensor river-mb failing; uplink orion disconnected; undervoltage"
     assert e["softwareVersion"]["value"] == "0.2.0"
+    via_orion = mapping.gateway_device_health("gw-1", None, [], health, via="orion")["deviceState"]["value"]
+    assert via_orion == "degraded: sensor river-mb failing; undervoltage", "an entity that arrives proves its uplink"
     assert e["dateLastValueReported"]["value"]["@value"] == "2026-12-01T09:59:58.000Z"
     assert check_entity(e, mapping.SDM_CONTEXTS["Device"], CORE_V18) == []
     for s in health["sensors"].values():

@@ -33,12 +33,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import metadata
 from typing import Any
 
 import httpx
 
-from gateway import ngsi_ld_mapping as mapping
+from gateway import __version__, ngsi_ld_mapping as mapping
 from gateway.buffer import Buffer, Row
 from gateway.catalogue import SensorCatalogue
 from gateway.config import NgsiLdUplinkConfig
@@ -84,13 +83,6 @@ class _Outcome:
 
 def _ms(at: str) -> int:
     return round(datetime.fromisoformat(at).timestamp() * 1000)
-
-
-def _firmware() -> str:
-    try:
-        return metadata.version("city-edge-gateway")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class NgsiLdTransport(Transport):
@@ -257,16 +249,15 @@ class NgsiLdTransport(Transport):
         if now < self._next_heartbeat:
             return []
         self._next_heartbeat = now + self.config.heartbeat
-        at = format_time(time.time())
-        e = mapping.gateway_device(self.gateway, self.catalogue.location, self.catalogue.kinds(), _firmware(), "ok", at)
-        if self.catalogue.health is not None:  # the daemon's health facts: a failing sensor shows at the city
+        c = self.catalogue
+        health = {"version": __version__, "at": format_time(time.time())}
+        if c.health is not None:  # the daemon's health facts: a failing sensor shows at the city
             try:
-                health = self.catalogue.health()
-                e = mapping.gateway_device_health(self.gateway, self.catalogue.location, self.catalogue.kinds(), health)
-                at = health["at"]
+                health = c.health()
             except Exception as exc:  # the heartbeat still goes, saying less
                 log.warning("uplink %s: gateway health for the Device entity unavailable: %s", self.name, exc)
-        return [_Item(-1, e, _ms(at))]
+        e = mapping.gateway_device_health(self.gateway, c.location, c.kinds(), health, via=self.name)
+        return [_Item(-1, e, _ms(health["at"]))]
 
     # --- temporal instances --------------------------------------------------------------------
 
