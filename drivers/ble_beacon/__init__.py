@@ -195,14 +195,14 @@ class BleBeacon(Driver):
             self._ended = True
         with self._lock:
             adverts, self._inbox = list(self._inbox), deque()
-        readings = []
+        readings, at = [], (time.time(), time.monotonic())  # one interval, one time for all its beacons
         for beacon in self.aggregator.window(adverts):
             values = summary_values(beacon, o.tx_power, o.path_loss_exponent)
             battery = values.get("battery")
             if o.battery is not None and battery is not None:
                 values["battery_level"] = Value(o.battery.level(battery.value), "%")
             device = beacon.raw_id if o.publish_raw_ids else pseudonym(self._salt, beacon.raw_id)
-            readings.append(self.reading(values, device=device))
+            readings.append(self.reading(values, device=device, at=at))
         self._log_counts()
         return readings
 

@@ -95,9 +95,12 @@ class Driver(ABC):
         """Release the device. Must be safe to call twice."""
 
     def reading(self, values: dict[str, Value], *, quality: str = "ok", error: str | None = None,
-                device: str | None = None, kind: str | None = None) -> Reading:
-        """A Reading stamped now, for this sensor."""
-        return Reading(sensor=self.options.id, kind=kind or self.kind, values=values, observed_at=time.time(),
-                       monotonic=time.monotonic(), quality=quality, error=error, device=device,
+                device: str | None = None, kind: str | None = None,
+                at: tuple[float, float] | None = None) -> Reading:
+        """A Reading for this sensor stamped now, or at `at` (wall clock, monotonic clock):
+        the readings of one interval's summary share their time."""
+        wall, mono = at if at is not None else (time.time(), time.monotonic())
+        return Reading(sensor=self.options.id, kind=kind or self.kind, values=values, observed_at=wall,
+                       monotonic=mono, quality=quality, error=error, device=device,
                        temperature_compensated=self.temperature_compensated,
                        assumed_sound_speed=self.assumed_sound_speed)
