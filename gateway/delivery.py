@@ -133,7 +133,7 @@ class Delivery:
             self.wake.clear()
             if self._failure is not None:
                 raise self._failure
-            if self.t.holds_while_down and not self.t.connected:  # nothing new is handed to a transport that is down: the pace holds after it
+            if not self.t.can_send:  # nothing new is handed to a transport that is down: the pace holds after it
                 await self.t.ready()
                 continue
             if self._inflight >= window:
@@ -185,7 +185,7 @@ class Delivery:
     def _refill(self) -> None:
         """Start sends while the window has room. Also called from each
         acknowledgement, so a steady stream needs no wake-up of the pump task."""
-        while self._heads and self._inflight < self.t.window and self._failure is None and not (self.t.holds_while_down and not self.t.connected):
+        while self._heads and self._inflight < self.t.window and self._failure is None and self.t.can_send:
             if self.pace is not None and self.pace.wait():
                 self.wake.set()  # the pump sleeps until the pace allows the next send
                 return

@@ -15,8 +15,6 @@ from gateway.uplinks.base import TransientError, Transport
 
 
 class Recorder(Transport):
-    holds_while_down = True  # like MQTT: a connection that ready() waits for
-
     def __init__(self, batch=1, window=1, fail_sends=(), reject=()):
         self.name, self.batch, self.window = "u", batch, window
         self.sent: list[list[str]] = []  # ids per send, in order
@@ -164,6 +162,10 @@ class Flaky(Recorder):
     @property
     def connected(self):
         return self.up.is_set()
+
+    @property
+    def can_send(self):  # like MQTT: a connection that ready() waits for
+        return self.connected
 
     async def ready(self):
         await self.up.wait()

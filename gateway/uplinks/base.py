@@ -40,9 +40,6 @@ class Transport(ABC):
     window: int = 1  # sends awaiting an answer at once
     drain_rate: float | None = None  # readings/s at most while a backlog drains (alerts not counted)
     last_error: str | None = None
-    # True where `connected` is a connection that ready() waits for (MQTT): nothing new is handed over while it is
-    # down. False where only a new send can tell (NGSI-LD after a failed request), so sending goes on.
-    holds_while_down: bool = False
 
     async def start(self) -> None:
         """Prepare (returns at once; `ready` tells when sending can start). An
@@ -58,6 +55,15 @@ class Transport(ABC):
 
     @property
     def connected(self) -> bool:
+        """What `gateway status` and the health message show."""
+        return True
+
+    @property
+    def can_send(self) -> bool:
+        """Whether a send handed over now can go out. Where a connection is kept
+        (MQTT) it is that connection, and delivery waits on `ready` while it is
+        down; where only a request can tell (NGSI-LD after a failed one) it stays
+        True, and the next send finds out."""
         return True
 
     def group_key(self, row: Row) -> Hashable:

@@ -50,7 +50,6 @@ def topic_for(template: str, gateway: str, row: Row) -> str:
 
 
 class MqttTransport(Transport):
-    holds_while_down = True
     def __init__(self, config: MqttUplinkConfig, gateway: str):
         self.config = config
         self.name = config.name
@@ -84,6 +83,10 @@ class MqttTransport(Transport):
     @property
     def connected(self) -> bool:
         return self.link.ready.is_set()
+
+    @property
+    def can_send(self) -> bool:
+        return self.connected
 
     @property
     def last_error(self) -> str | None:
