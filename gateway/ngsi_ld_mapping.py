@@ -275,18 +275,3 @@ def gateway_device_health(gateway: str, location: Iterable[float] | None, kinds:
     if last is not None:
         e["dateLastValueReported"] = date_time(last)
     return e
-
-
-def key_values(entity: dict[str, Any]) -> dict[str, Any]:
-    """The simplified (key-values) form, for checking against a Smart Data Models schema."""
-    out: dict[str, Any] = {}
-    for name, attr in entity.items():
-        if name in ("id", "type") or not isinstance(attr, dict):
-            out[name] = attr
-            continue
-        if attr.get("type") == "Relationship":
-            out[name] = attr.get("object")
-        else:
-            v = attr.get("value")
-            out[name] = v["@value"] if isinstance(v, dict) and "@value" in v else v
-    return out

@@ -124,10 +124,12 @@ class Gateway:
             clock_synced=self.corrector.is_synced, reload=lambda: self.last_reload,
             commit_age=lambda: time.monotonic() - self._last_commit, commit_interval=cfg.storage.commit_interval,
             stopping=self.stopping.is_set))
-        # The gateway's own NGSI-LD Device entity carries the health facts too (sysfs only: no subprocess on the loop).
-        host = Host(vcgencmd="")
-        self.uplinks.catalogue.health = lambda: health_document(
-            self.health.snapshot(), host.facts(self.corrector.is_synced()), None)
+        self._host = Host(vcgencmd="")  # sysfs only: no subprocess on the event loop
+        self.uplinks.catalogue.health = self._health_document
+
+    def _health_document(self) -> dict:
+        """The `health` message's facts, for the gateway's own NGSI-LD Device entity."""
+        return health_document(self.health.snapshot(), self._host.facts(self.corrector.is_synced()), None)
 
     def _start_parts(self) -> None:
         cfg = self.config

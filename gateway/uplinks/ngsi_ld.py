@@ -249,15 +249,16 @@ class NgsiLdTransport(Transport):
         if now < self._next_heartbeat:
             return []
         self._next_heartbeat = now + self.config.heartbeat
-        c = self.catalogue
-        health = {"version": __version__, "at": format_time(time.time())}
+        c, at = self.catalogue, format_time(time.time())
+        e = mapping.gateway_device(self.gateway, c.location, c.kinds(), __version__, "ok", at)
         if c.health is not None:  # the daemon's health facts: a failing sensor shows at the city
             try:
                 health = c.health()
+                e = mapping.gateway_device_health(self.gateway, c.location, c.kinds(), health, via=self.name)
+                at = health["at"]
             except Exception as exc:  # the heartbeat still goes, saying less
                 log.warning("uplink %s: gateway health for the Device entity unavailable: %s", self.name, exc)
-        e = mapping.gateway_device_health(self.gateway, c.location, c.kinds(), health, via=self.name)
-        return [_Item(-1, e, _ms(health["at"]))]
+        return [_Item(-1, e, _ms(at))]
 
     # --- temporal instances --------------------------------------------------------------------
 
