@@ -72,3 +72,15 @@ def test_json_logs(monkeypatch, capsys):
     logging.getLogger("gateway.test").error("broken %d", 7)
     doc = json.loads(capsys.readouterr().err)
     assert doc["level"] == "error" and doc["message"] == "broken 7" and doc["logger"] == "gateway.test"
+
+
+def test_messages_go_to_the_stderr_of_the_moment(monkeypatch):
+    """A command run in-process (tests, the web page's probe) must not keep the
+    stderr it was set up with: that stream may be closed by the time a warning comes."""
+    import io
+    import sys
+    logs.setup("info", "text")
+    later = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", later)
+    logging.getLogger("gateway.test").warning("after the swap")
+    assert later.getvalue().endswith("WARNING gateway.test: after the swap\n")
