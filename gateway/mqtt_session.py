@@ -4,6 +4,7 @@ management channel, which opens its own connection to the same broker."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -13,10 +14,20 @@ from gateway.sdk.fields import read_secret
 from gateway.tls import client_context
 
 
-def broker_address(config: MqttUplinkConfig) -> tuple[str, int]:
-    """The first broker of the uplink's list (the management channel's; the uplink itself fails over)."""
-    url = urlsplit(config.url[0])
-    return url.hostname, url.port or (8883 if config.tls else 1883)
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def brokers_of(config: MqttUplinkConfig) -> list[Broker]:
+    """The uplink's brokers, in its list's order (the uplink fails over across them;
+    the management channel and the fleet tool use the first)."""
+    default = 8883 if config.tls else 1883
+    return [Broker(p.hostname, p.port or default) for p in map(urlsplit, config.url)]
 
 
 def authenticate(client: mqtt.Client, config: MqttUplinkConfig) -> None:

@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from gateway.backoff import Backoff
 from gateway.config import MqttUplinkConfig
-from gateway.mqtt_session import authenticate, broker_address
+from gateway.mqtt_session import authenticate, brokers_of
 from gateway.tls import TlsError
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ class Channel:
     def __init__(self, uplink: MqttUplinkConfig, gateway: str, on_message: Callable[[str, bytes], None]):
         self.uplink = uplink
         self.prefix = topics(uplink, gateway)
-        self.host, self.port = broker_address(uplink)
+        first = brokers_of(uplink)[0]  # the uplink itself fails over; this channel keeps to the first
+        self.host, self.port = first.host, first.port
         self.client_id = (uplink.client_id or f"{gateway}-{uplink.name}") + "-manage"
         self.on_message = on_message
         self.connected = asyncio.Event()

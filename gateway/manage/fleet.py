@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.config import MqttUplinkConfig
 from gateway.sdk.fields import parse_duration
 from gateway.manage.envelope import load_private_key, sign, utc_stamp
-from gateway.mqtt_session import authenticate, broker_address
+from gateway.mqtt_session import authenticate, brokers_of
 
 DEFAULT_PREFIX = "city/{gateway}"
 
@@ -123,8 +123,8 @@ class FleetClient:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{uuid.uuid4().hex[:12]}")
         authenticate(self.client, self.uplink)
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, m.retain))
-        host, port = broker_address(self.uplink)
-        self.client.connect(host, port, 30)
+        broker = brokers_of(self.uplink)[0]
+        self.client.connect(broker.host, broker.port, 30)
         self.client.loop_start()
 
     def topic(self, gateway: str, suffix: str) -> str:

@@ -19,9 +19,7 @@ import asyncio
 import logging
 import random
 import socket
-from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -30,25 +28,12 @@ from paho.mqtt.properties import Properties
 from tenacity import wait_random_exponential
 
 from gateway.config import MqttUplinkConfig
+from gateway.mqtt_session import Broker, brokers_of
 from gateway.tls import TlsError, client_context
 
 log = logging.getLogger("gateway.uplinks.mqtt")
 
 MISC_INTERVAL = 1.0  # how often paho checks keepalive (PINGREQ, a silent broker)
-
-
-@dataclass(frozen=True)
-class Broker:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def brokers_of(config: MqttUplinkConfig) -> list[Broker]:
-    default = 8883 if config.tls else 1883
-    return [Broker(p.hostname, p.port or default) for p in map(urlsplit, config.url)]
 
 
 class _Attempt:
