@@ -46,6 +46,11 @@ def _pd(kind: str, title: str = "", status: int = 400) -> dict:
     (503, {"errors": [{"type": "Upsert", "id": "urn:x", "ProblemDetails": _pd("InternalError", "", 503)}]}, False,
      "TransientError"),
     (500, None, True, "TransientError"),
+    # One entity's history: an error body listing entities is no per-entity success report.
+    (500, {"errors": [{"entityId": "urn:x", "error": _pd("InternalError", "", 500)}]}, True, "TransientError"),
+    (400, {"errors": [{"entityId": "urn:x", "error": _pd("BadRequestData")}]}, True, "REJECTED"),
+    (500, {"errors": [{"type": "Upsert", "id": "urn:x", "ProblemDetails": _pd("InternalError", "", 500)}]}, False,
+     "MULTI"),
     (429, None, False, "TransientError"),
     (408, None, False, "TransientError"),
 ])

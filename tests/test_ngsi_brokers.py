@@ -107,6 +107,21 @@ def test_an_entity_error_of_the_broker_itself_is_retried_not_dead_lettered(tmp_p
     assert h.dead() == [] and broker.entities[eid("river-1")]["currentLevel"]["value"] == 1.0
 
 
+def test_a_temporal_error_listing_entities_is_retried_and_history_stays_complete(tmp_path, brokers):
+    """A request on the temporal path is one entity's history: a 500 whose body lists that
+    entity is a failure of the request, not a per-entity report that settles it."""
+    broker = brokers()
+    body = json.dumps({"type": "https://uri.etsi.org/ngsi-ld/errors/InternalError", "title": "database down",
+                       "errors": [{"entityId": RIVER, "error": {"status": 500}}]}).encode()
+    broker.fail_on.append(("/temporal", (500, {"Content-Type": "application/json"}, body)))
+    h = Harness(tmp_path, broker.url, heartbeat="1h", reconnect_max="1s")
+    for i in range(4):
+        river(h, 1.0 + i / 10)
+    h.run()
+    assert 500 in broker.statuses()
+    assert broker.history(RIVER, "currentLevel") == [1.0, 1.1, 1.2, 1.3] and h.dead() == []
+
+
 # --- setup faults: pending, loud, delivered once fixed ----------------------------------------------
 
 @pytest.mark.parametrize("mode, tenant, words", [

@@ -18,9 +18,12 @@ What an answer means (`judge`), learnt from the brokers' sources:
   LdContextNotAvailable (the broker cannot download a context).
 - No temporal store on the temporal path: 501, 405, or 503 whose ProblemDetails
   title names TRoE/temporal (Orion-LD: "TRoE Not Enabled"), never a 404.
-- 408/429/5xx: transient. 413: split. Scorpio's 400/503 for a batch that failed
-  entirely carries per-entity errors: read as a 207. Any other 4xx: rejected
-  (the caller bisects until one entity stands alone: that one is a dead letter).
+- 408/429/5xx: transient. 413: split. Scorpio's 400 (or 500) for an upsert batch
+  that failed entirely carries per-entity errors: read as a 207 (a 503 stays
+  transient, whatever it lists). Not on the temporal path: a request there is one
+  entity's history, so an error body listing entities is the request's own
+  outcome. Any other 4xx: rejected (the caller bisects until one entity stands
+  alone: that one is a dead letter).
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ def judge(answer: Answer, temporal_path: bool, cap: float) -> Verdict:
         raise SetupFault(f"the broker cannot download a context ({answer.describe()}): host one in the city "
                          "network and name it in `context:`", wait)
     if code >= 500:
-        if _names_entities(answer) and code != 503:
+        if _names_entities(answer) and code != 503 and not temporal_path:
             return Verdict.MULTI
         raise TransientError(answer.describe(), wait)
     if code in (400, 404) and _tenant_fault(answer):
@@ -174,6 +177,6 @@ def judge(answer: Answer, temporal_path: bool, cap: float) -> Verdict:
         raise SetupFault(f"refused the media type ({answer.describe()})")
     if code == 413:
         return Verdict.SPLIT
-    if _names_entities(answer):
+    if _names_entities(answer) and not temporal_path:
         return Verdict.MULTI
     return Verdict.REJECTED

@@ -4,7 +4,7 @@
   `{"success": [id, ...], "errors": [{"entityId": id, "error": ProblemDetails}]}`.
 - Scorpio (Commons HttpUtils.generateBatchResult):
   `{"success": [id, ...], "errors": [{"type": "Upsert", "id": id, "ProblemDetails": {...}}]}`,
-  and for a batch where every entity failed a 400 (or 503) with only `errors`.
+  and for a batch where every entity failed a 400 (or 500) with only `errors`.
 - Orion-LD's legacy upsert answers a batch that both creates and updates with
   207 and an empty `errors` list: that is success for every entity.
 
