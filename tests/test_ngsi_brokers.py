@@ -151,14 +151,18 @@ def test_a_refused_tenant_keeps_every_reading_pending_and_says_so(tmp_path, brok
      "media type"),
     ((405, {}, b""), "no such endpoint"),
 ])
-def test_a_wrong_endpoint_or_media_type_is_a_setup_fault_not_a_dead_letter(tmp_path, brokers, answer, words):
+def test_a_wrong_endpoint_or_media_type_is_a_setup_fault_not_a_dead_letter(tmp_path, brokers, caplog, answer,
+                                                                           words):
     broker = brokers()
     broker.fail_next += [answer] * 3
     h = Harness(tmp_path, broker.url, reconnect_max="1s", heartbeat="1h")
     river(h, 1.0)
-    h.run()
+    with caplog.at_level(logging.WARNING):
+        h.run()
     assert h.dead() == [] and broker.entities[RIVER]["currentLevel"]["value"] == 1.0
     assert broker.statuses()[:3] == [answer[0]] * 3
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(words in m for m in said), f"the fault is said as what it is: {said}"
 
 
 def test_a_wrong_base_url_stays_pending(tmp_path, brokers):

@@ -17,7 +17,7 @@ import pytest
 
 from gateway import ngsi_ld_mapping as mapping
 from gateway.buffer import stats as buffer_stats
-from gateway.uplinks.ngsi_ld import retry_after
+from gateway.uplinks.ngsi_http import retry_after
 from tests.helpers import GatewayProcess, wait_for, write_config
 from tests.ngsi_broker import CORE_V18, NgsiBroker, check_entity
 from tests.ngsi_helpers import GW, LEVELS, Harness, doc, river

@@ -69,7 +69,6 @@ class ClientCredentials:
         self.deadline = deadline
         self._token: str | None = None
         self._renew_at = 0.0
-        self.fetches = 0
 
     async def header(self, client: httpx.AsyncClient) -> str | None:
         if self._token is None or time.monotonic() >= self._renew_at:
@@ -85,7 +84,6 @@ class ClientCredentials:
             secret = read_secret(self.secret_file)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise SetupFault(f"cannot read client_secret_file {self.secret_file} ({type(exc).__name__})") from None
-        self.fetches += 1
         answer = await exchange(client, "POST", self.token_url, deadline=self.deadline,
                                 data={"grant_type": "client_credentials"}, auth=(self.client_id, secret),
                                 headers={"Accept": "application/json"})

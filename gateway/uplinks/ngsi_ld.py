@@ -46,10 +46,10 @@ from gateway.tls import client_context
 from gateway.uplinks import ngsi_results
 from gateway.uplinks.base import TransientError, Transport
 from gateway.uplinks.ngsi_auth import token_source
-from gateway.uplinks.ngsi_http import SetupFault, Verdict, exchange, judge, retry_after
+from gateway.uplinks.ngsi_http import SetupFault, Verdict, exchange, judge
 from gateway.uplinks.ngsi_state import NewestUpserted
 
-__all__ = ["NgsiLdTransport", "retry_after"]
+__all__ = ["NgsiLdTransport"]
 
 log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per request

@@ -22,7 +22,6 @@ class NewestUpserted:
         self.buffer, self.prefix = buffer, f"ngsi:{uplink}:"
         self._ms: dict[str, int] = {}
         self._uncommitted: set[str] = set()
-        self.forced_commits = 0
         if buffer is not None:
             for key, value in buffer.recall(self.prefix).items():
                 if value.isdigit():
@@ -43,7 +42,6 @@ class NewestUpserted:
         """Make the newest upserted of these entities durable before they are upserted again."""
         if self.buffer is None or self._uncommitted.isdisjoint(entity_ids):
             return
-        self.forced_commits += 1
         if not self.buffer.commit():
             raise TransientError("the buffer cannot write: holding upserts until it can")
         self._uncommitted.clear()
