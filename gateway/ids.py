@@ -15,11 +15,12 @@ number that a later start could give again.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import deque
 from pathlib import Path
 from typing import Callable
+
+from gateway.atomicfile import replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,8 @@ class IdGenerator:
 
     def _extend_lease(self, ms: int) -> None:
         ceiling = ms + LEASE_MS
-        tmp = self.lease_file.with_name(self.lease_file.name + ".tmp")
         try:
-            with open(tmp, "w") as f:
-                f.write(str(ceiling))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.lease_file)
-            _sync_directory(self.lease_file.parent)  # the rename itself must survive a power cut
+            replace_atomically(self.lease_file, str(ceiling).encode())
         except OSError as exc:
             raise IdsUnavailable(f"cannot write the id lease {self.lease_file}: {exc.strerror or exc}") from exc
         self._ceiling = ceiling  # only now: an id below it can never be issued again
@@ -81,13 +76,6 @@ class IdGenerator:
             self._extend_lease(ms)
         return f"{self.gateway}.{sensor}.{ms}.{self._counter:06d}"
 
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class IdStamper:

@@ -245,3 +245,40 @@ def test_an_update_that_changes_the_buffer_format_is_refused(tmp_path):
         check_with(venv, tmp_path / "gateway.yaml")
     (venv / "bin/python").write_text(f"#!/bin/sh\necho {SCHEMA_VERSION}\n")
     check_with(venv, tmp_path / "gateway.yaml")
+
+
+def test_an_update_that_fails_before_the_switch_still_writes_its_result(tmp_path):
+    """A download that fails (here: nothing listens) is not a refusal the updater
+    foresaw, yet the city must hear of it; an emptied request (a power cut) is set
+    aside with a clear line instead of starting the updater again and again."""
+    import socket
+    import subprocess
+    import sys
+
+    from gateway.manage import update_request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"gateway: {{id: gw-1}}\nstorage: {{path: {tmp_path / 'buffer.db'}}}\n"
+                      "uplinks:\n  - {name: console, type: console}\nsensors: []\n")
+    opt = tmp_path / "opt"
+    (opt / "venvs/installed").mkdir(parents=True)
+    (opt / "venv").symlink_to("venvs/installed")
+    update_request.write_request(tmp_path, {"url": f"http://127.0.0.1:{closed}/city_edge_gateway-9.9.9-py3-none-any.whl",
+                                            "sha256": "ab" * 32}, "req-7")
+    request = tmp_path / update_request.REQUEST
+
+    def updater():
+        return subprocess.run([sys.executable, "-m", "gateway", "update", "--request", str(request), "--opt", str(opt),
+                               "-c", str(config), "--restart", "true"], capture_output=True, text=True, timeout=120)
+    out = updater()
+    assert out.returncode == 2 and "nothing switched" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    result = update_request.take_result(tmp_path)
+    assert result["id"] == "req-7" and result["ok"] is False and "ConnectError" in result["error"]
+    assert not request.exists() and os.readlink(opt / "venv") == "venvs/installed"
+
+    request.write_text("")  # what a power cut during the write could have left before it was synced
+    out = updater()
+    assert out.returncode == 2 and "cannot be read" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not request.exists(), "set aside: the path unit does not start the updater on it again"

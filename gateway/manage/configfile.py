@@ -8,6 +8,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from gateway.atomicfile import sync_directory, write_synced
+
 
 def config_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -17,26 +19,13 @@ def previous_path(path: Path) -> Path:
     return path.with_name(path.name + ".previous")
 
 
-def _write_synced(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def replace_keeping_previous(path: Path, data: bytes) -> None:
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o640
     new = path.with_name(path.name + ".new")
-    _write_synced(new, data, mode)
+    write_synced(new, data, mode)
     if path.exists():
         kept = path.with_name(path.name + ".previous.new")
-        _write_synced(kept, path.read_bytes(), mode)
+        write_synced(kept, path.read_bytes(), mode)
         os.replace(kept, previous_path(path))
     os.replace(new, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the renames themselves survive a power cut
-    finally:
-        os.close(dir_fd)
+    sync_directory(path.parent)  # the renames themselves survive a power cut

@@ -158,9 +158,12 @@ def running_from(config: Config, venv: Path) -> bool:
 
 
 def restart_and_confirm(restart: str, config: Config, venv: Path, deadline: float) -> bool:
-    done = subprocess.run(restart, shell=True, capture_output=True, text=True, timeout=deadline)
-    if done.returncode != 0:  # systemctl: the new version did not send READY=1 (or failed to start)
-        log.error("update: %r failed: %s", restart, done.stderr.strip())
+    try:
+        done = subprocess.run(restart, shell=True, capture_output=True, text=True, timeout=deadline)
+        if done.returncode != 0:  # systemctl: the new version did not send READY=1 (or failed to start)
+            log.error("update: %r failed: %s", restart, done.stderr.strip())
+    except subprocess.TimeoutExpired:  # a start that hangs is a failed start: the caller switches back
+        log.error("update: %r did not return within %gs", restart, deadline)
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if running_from(config, venv):
@@ -204,13 +207,20 @@ def _outcome(args, source: str, sha256: str) -> tuple[int, dict]:
     except UpdateRefused as exc:
         print(f"update refused, nothing switched: {exc}", file=sys.stderr)
         return 2, {"result": "refused", "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a download, pip or config failure before the switch: the city hears of it
+        print(f"update failed, nothing switched: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2, {"result": "refused", "error": f"{type(exc).__name__}: {exc}"}
     return (0 if result["result"] == "updated" else 1), result
 
 
 def main(args) -> int:
     if args.request is not None:
         from gateway.manage import update_request
-        request = update_request.take_request(args.request)
+        try:
+            request = update_request.take_request(args.request)
+        except (OSError, ValueError) as exc:  # e.g. emptied by a power cut: set aside, said, not retried for ever
+            print(f"update request {args.request} cannot be read ({exc}); set aside as .taken", file=sys.stderr)
+            return 2
         rc, result = _outcome(args, request["url"], request["sha256"])
         if rc == 1:
             result["error"] = f"{result['failed']} did not come up within {args.deadline:g}s; back on {result['venv']}"

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from gateway.atomicfile import replace_atomically
 from gateway.manage.commands import CommandError
 from gateway.manage.envelope import utc_stamp
 
@@ -22,10 +23,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _write_atomically(path: Path, doc: dict) -> None:
-    staged = path.with_name(path.name + ".new")
-    staged.write_text(json.dumps(doc))
-    os.chmod(staged, 0o644)  # root writes the result; the daemon's user reads it
-    os.replace(staged, path)
+    # Synced: a power cut must not leave an empty request for the path unit to start on again and again.
+    replace_atomically(path, json.dumps(doc).encode(), 0o644)  # root writes the result; the daemon's user reads it
 
 
 def write_request(directory: Path, args: dict, request_id: Any) -> dict:
@@ -43,9 +42,9 @@ def write_request(directory: Path, args: dict, request_id: Any) -> dict:
 
 def take_request(path: Path) -> dict:
     """The updater's side: read the request and move it out of the path unit's sight."""
-    doc = json.loads(path.read_text())
-    os.replace(path, path.with_name(path.name + ".taken"))
-    return doc
+    taken = path.with_name(path.name + ".taken")
+    os.replace(path, taken)  # first: a request that cannot be read must not start the updater again and again
+    return json.loads(taken.read_text())
 
 
 def write_result(directory: Path, request_id: Any, ok: bool, outcome: dict | str) -> None:
