@@ -18,9 +18,8 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from gateway.backoff import Backoff
 from gateway.config import MqttUplinkConfig
-from gateway.mqtt_session import authenticate, brokers_of
+from gateway.mqtt_session import ReconnectSchedule, authenticate, brokers_of
 from gateway.tls import TlsError
 
 log = logging.getLogger(__name__)
@@ -44,6 +43,8 @@ class Channel:
         self._client: mqtt.Client | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False
+        # The uplink's schedule: after a broker's restart a fleet's channels come back spread over the window.
+        self.schedule = ReconnectSchedule(uplink.reconnect_max)
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -60,14 +61,14 @@ class Channel:
         return client
 
     async def _connect_loop(self) -> None:
-        backoff = Backoff(1.0, self.uplink.reconnect_max)
+        schedule = self.schedule
         while not self._stopping:
             self._lost.clear()
             try:
                 client = self._new_client()  # the password file and TLS material are read at each connection
                 await asyncio.to_thread(client.connect, self.host, self.port, int(self.uplink.keepalive))
             except (OSError, ssl.SSLError, ValueError, TlsError) as exc:
-                delay = backoff.next()
+                delay = schedule.failed()
                 log.warning("management: cannot connect to %s:%s (%s); retrying in %.1fs",
                             self.host, self.port, exc, delay)
                 await asyncio.sleep(delay)
@@ -76,11 +77,10 @@ class Channel:
             client.loop_start()
             await self._lost.wait()
             await asyncio.to_thread(client.loop_stop)
-            if self.connected.is_set():
-                backoff.reset()
+            delay = schedule.lost() if self.connected.is_set() else schedule.failed()  # a refusal: not connected
             self.connected.clear()
             if not self._stopping:
-                await asyncio.sleep(backoff.next())
+                await asyncio.sleep(delay)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -92,6 +92,7 @@ class Channel:
 
     def _up(self) -> None:
         self.connections += 1
+        self.schedule.connected()
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 from typing import Callable
 
@@ -25,55 +24,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from tenacity import wait_random_exponential
 
 from gateway.config import MqttUplinkConfig
-from gateway.mqtt_session import Broker, brokers_of
+from gateway.mqtt_session import Broker, ReconnectSchedule, brokers_of
 from gateway.tls import TlsError, client_context
 
 log = logging.getLogger("gateway.uplinks.mqtt")
 
 MISC_INTERVAL = 1.0  # how often paho checks keepalive (PINGREQ, a silent broker)
-
-
-class _Attempt:
-    """What tenacity's wait strategies read of a retry: the attempt number."""
-
-    def __init__(self, n: int):
-        self.attempt_number = n
-
-
-class ReconnectSchedule:
-    """When to try again. Before the first connection: full jitter, each delay
-    drawn from (0, ceiling], the ceiling doubling from 1 s up to `cap`.
-
-    After a connection that worked is lost (a whole fleet loses its broker in
-    the same second): the first delay is drawn from the whole window (0, cap],
-    which spreads the fleet evenly over it; the retries after it are drawn from
-    the window's upper half (cap/2, cap], so while the broker stays away the
-    fleet keeps trying at about N / (0.75 cap) a second, and when it comes back
-    at most that many a second connect (N / (cap/2) with full jitter at the cap:
-    a third more)."""
-
-    def __init__(self, cap: float):
-        self.cap = cap
-        self.wait = wait_random_exponential(multiplier=1.0, max=cap)
-        self.attempts = 0
-        self.was_connected = False
-
-    def failed(self) -> float:
-        self.attempts += 1
-        if self.was_connected:
-            return random.uniform(self.cap / 2, self.cap)
-        return max(0.05, self.wait(_Attempt(self.attempts)))
-
-    def lost(self) -> float:
-        """The first delay after a connection that worked dropped."""
-        self.attempts, self.was_connected = 0, True
-        return max(0.05, random.uniform(0, self.cap))
-
-    def connected(self) -> None:
-        self.attempts = 0
 
 
 class MqttLink:
