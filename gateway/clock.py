@@ -122,3 +122,12 @@ def corrected(doc: dict, offset: float) -> tuple[dict, float] | None:
         return None
     fixed = {k: v for k, v in doc.items() if k not in ("clock", "monotonic")}
     return fixed, doc["monotonic"] + offset
+
+
+def boot_id(path: Path = Path("/proc/sys/kernel/random/boot_id")) -> str | None:
+    """This boot's id (Linux), or None where the system does not tell: state saved
+    with a boot's monotonic times is only trusted within the same boot."""
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None

@@ -22,10 +22,9 @@ import asyncio
 import json
 import logging
 import time
-from pathlib import Path
 
 from gateway.buffer import Buffer
-from gateway.clock import Clock, corrected
+from gateway.clock import Clock, boot_id, corrected
 from gateway.sdk.reading import epoch_ms
 
 log = logging.getLogger(__name__)
@@ -34,13 +33,6 @@ MEMO = "clock:rewrite"
 UNSYNCED = "clock:unsynced"  # a run taking flagged readings: its boot and first seq
 FLAG = '"clock":"unsynced"'
 CHUNK = 2000  # rows per transaction (about 0.1 s here), then the event loop runs
-
-
-def boot_id(path: Path = Path("/proc/sys/kernel/random/boot_id")) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
 
 
 def _fixer(offset: float):

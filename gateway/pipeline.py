@@ -148,7 +148,7 @@ class Pipeline:
 
     def __init__(self, options: SensorOptions, location: tuple[float, float] | None, *,
                  latest: Latest | None = None, recall: Recall | None = None, remember: Remember | None = None,
-                 boot: str = ""):
+                 boot: str | None = None):
         self.options = options
         self.location = location
         self.latest = latest or (lambda sensor_id: None)

@@ -17,7 +17,6 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from gateway.sdk.reading import Reading
@@ -25,7 +24,6 @@ from gateway.sdk.reading import Reading
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 @dataclass
@@ -70,19 +68,11 @@ def _number(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
-def boot_id() -> str:
-    """This boot's id (Linux), or "" where the system does not tell."""
-    try:
-        return BOOT_ID.read_text().strip()
-    except OSError:
-        return ""
-
-
 def devices(states: dict[str | None, SensorState], keep: frozenset[str]) -> list:
     return [[device, s.as_json(keep)] for device, s in states.items()]
 
 
-def dump(saved: list, last: Reading, boot: str, measure: str) -> str:
+def dump(saved: list, last: Reading, boot: str | None, measure: str) -> str:
     """The JSON kept under `pipeline:<sensor>`: `saved` from `devices()`, `last` a
     reading of this run at or before which they were so (any one will do: it ties
     their times to this run's clock), `measure` the options the levels were derived with."""
@@ -91,7 +81,7 @@ def dump(saved: list, last: Reading, boot: str, measure: str) -> str:
                       separators=(",", ":"))
 
 
-def shift(saved: dict[str, Any], first: Reading, boot: str) -> float:
+def shift(saved: dict[str, Any], first: Reading, boot: str | None) -> float:
     """Seconds to add to the saved times to place them on the clock of `first`, this run's first reading."""
     if boot and saved["boot"] == boot:
         return 0.0  # one boot, one monotonic clock
@@ -101,7 +91,7 @@ def shift(saved: dict[str, Any], first: Reading, boot: str) -> float:
     return first.monotonic - gap - float(saved["monotonic"])
 
 
-def load(text: str, first: Reading, boot: str, measure: str) -> dict[str | None, SensorState]:
+def load(text: str, first: Reading, boot: str | None, measure: str) -> dict[str | None, SensorState]:
     """The states saved in `text`, placed on this run's clock by `first`. Saved
     under other measuring options (mount height, kind, filters ...), the levels
     and windows are not comparable: only each device's stage is kept, so the

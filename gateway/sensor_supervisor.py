@@ -18,7 +18,7 @@ from gateway import registry
 from gateway.buffer import Buffer
 from gateway.ids import IdStamper
 from gateway.pipeline import Pipeline
-from gateway.pipeline_state import boot_id
+from gateway.clock import boot_id
 from gateway.sdk.devices import Devices
 from gateway.sdk.reading import Reading
 from gateway.scheduler import SensorRunner
