@@ -62,6 +62,21 @@ def test_a_signed_config_adding_a_sensor_is_applied_and_its_readings_arrive(unit
              what="the health to carry the new config's hash")
 
 
+def test_a_config_moving_the_storage_is_applied_and_the_running_storage_stays_until_a_restart(unit):
+    """The reload plan keeps storage, service and gateway.id until a restart; the
+    management agent follows what runs, not the text it was sent: an update request
+    lands where the updater's path unit watches (beside the running buffer)."""
+    doc = json.loads(json.dumps(unit.doc))
+    moved = unit.tmp / "elsewhere"
+    moved.mkdir()
+    doc["storage"]["path"] = str(moved / "buffer.db")
+    sent = unit.city.push_config(yaml.safe_dump(doc, sort_keys=False))
+    assert unit.city.state_for(sent["seq"])["result"] == "applied"
+    request = unit.city.command("update", {"url": "https://city.example/gw.whl", "sha256": "ab" * 32})
+    assert unit.city.result_for("update", request["id"])["ok"] is True
+    assert (unit.tmp / "update-request.json").exists() and not (moved / "update-request.json").exists()
+
+
 def test_an_invalid_config_is_rejected_with_its_lines_and_the_running_config_is_untouched(unit):
     before = unit.config_bytes()
     text = yaml.safe_dump(unit.doc, sort_keys=False).replace("interval: 300ms", "interval: 300", 1)

@@ -227,7 +227,7 @@ class Manager:
         old, old_data = self.config, self.path.read_bytes()
         within = managing_uplink(old).manage.rollback_after
         try:
-            await self.hooks.apply_config(new)
+            new = await self.hooks.apply_config(new)
         except Exception as exc:
             log.error("management: config seq %d refused by the reload plan: %s", seq, exc)
             await self._publish("config/state", self._state("rejected", seq, [f"config/set: {exc}"]), True)
@@ -249,7 +249,7 @@ class Manager:
             return
         log.error("management: the managing broker was not reachable within %gs of config seq %d; rolling back",
                   within, seq)
-        await self.hooks.apply_config(old)
+        old = await self.hooks.apply_config(old)
         replace_keeping_previous(self.path, old_data)
         self.config, self.config_hash = old, config_hash(old_data)
         self.hooks.remember(TRIAL_KEY, None)

@@ -27,8 +27,10 @@ class Hooks:
     """What the management agent may ask of the daemon."""
 
     snapshot: Callable[[], dict]                              # `gateway status --json`, plus last_error etc.
-    apply_config: Callable[[Any], Awaitable[None]]            # all-or-nothing; raises when refused
-    reload: Callable[[], Awaitable[Any]]                      # re-read the config file; returns the Config
+    # all-or-nothing; raises when refused; returns the Config now running (the reload plan keeps
+    # storage, service and gateway.id until a restart, so it may differ from the one given)
+    apply_config: Callable[[Any], Awaitable[Any]]
+    reload: Callable[[], Awaitable[Any]]                      # re-read the config file; the Config now running
     retry_dead: Callable[[], int]                             # dead letters moved back to pending
     logs: Callable[[float | None, int], list[dict]]           # recent log lines (LogRing.lines)
     recall: Callable[[str], str | None]                       # durable state ("manage:seq")

@@ -27,14 +27,13 @@ class ApplyRefused(Exception):
 
 
 def daemon_hooks(gw: "Gateway", ring: logring.LogRing) -> Hooks:
-    async def apply_config(new: Config) -> None:
+    async def apply_config(new: Config) -> Config:
         if not await gw.apply(new):
             raise ApplyRefused((gw.last_reload or {}).get("reason") or "the reload plan refused the config")
+        return gw.config  # what runs: storage, service and gateway.id stay as they were until a restart
 
     async def reload() -> Config:
-        new = await asyncio.to_thread(load_config, gw.config.source)
-        await apply_config(new)
-        return new
+        return await apply_config(await asyncio.to_thread(load_config, gw.config.source))
 
     def remember(key: str, value: str | None) -> None:
         gw.buffer.remember(key, value)
