@@ -95,10 +95,7 @@ def cmd_check(args) -> int:
 
 def cmd_run(args) -> int:
     from gateway.service import Gateway
-    config = _load(args.config)
-    for warning in config.warnings:
-        log.warning("%s", warning)
-    return asyncio.run(Gateway(config).run())
+    return asyncio.run(Gateway(_load(args.config)).run())
 
 
 def cmd_probe(args) -> int:

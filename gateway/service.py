@@ -171,6 +171,7 @@ class Gateway:
 
     async def run(self) -> int:
         cfg = self.config
+        _say_warnings(cfg)
         self._signals()
         opened = await self._open_storage()
         if opened is not None:
@@ -306,7 +307,14 @@ class Gateway:
         self.config = plan.new
         self.last_reload = outcome("applied", new.source)
         log.info("config reloaded: %d sensors, %d uplinks", len(plan.new.sensors), len(plan.new.uplinks))
+        _say_warnings(plan.new)
         return True
+
+
+def _say_warnings(config: Config) -> None:
+    """What `gateway check` warns of, in the journal too, for every config that comes into effect."""
+    for warning in config.warnings:
+        log.warning("%s", warning)
 
 
 def log_stop(closed, without_id: int) -> None:

@@ -51,6 +51,18 @@ def test_sighup_adds_a_sensor_and_keeps_pending_readings(daemon):
     assert d.stop() == 0
 
 
+def test_a_reloaded_config_says_its_warnings_as_a_start_does(daemon):
+    """What `gateway check` warns of reaches the journal for every config that comes into effect."""
+    d, cfg, doc, tmp_path = daemon
+    wait_for(lambda: status_json(cfg), what="the daemon running")
+    doc["sensors"].append({"id": "sonar-1", "driver": "maxbotix", "interval": "1s", "port": "/dev/ttyUSB-not-here"})
+    write_config(cfg, doc)
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "config reloaded" in d.logs(), what="the reload")
+    assert "sensors[1].port: warning: serial port /dev/ttyUSB-not-here does not exist" in d.logs(), d.logs()[-2000:]
+    assert d.stop() == 0
+
+
 def test_sighup_removes_a_sensor_and_adds_an_uplink_that_gets_the_backlog(daemon):
     d, cfg, doc, tmp_path = daemon
     wait_for(lambda: (s := status_json(cfg)) and s["sensors"]["river-1"]["reads"] >= 5, what="readings")
