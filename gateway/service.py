@@ -124,7 +124,7 @@ class Gateway:
             clock_synced=self.corrector.is_synced, reload=lambda: self.last_reload,
             commit_age=lambda: time.monotonic() - self._last_commit, commit_interval=cfg.storage.commit_interval,
             stopping=self.stopping.is_set))
-        self._host = Host(vcgencmd="")  # sysfs only: no subprocess on the event loop
+        self._host = Host(vcgencmd=None)  # sysfs only: no subprocess on the event loop
         self.uplinks.catalogue.health = self._health_document
 
     def _health_document(self) -> dict:

@@ -25,7 +25,8 @@ SENSOR_STATES = {"ok": "ok", "starting": "ok", "failing": "failing", "hung": "st
 class Host:
     """Where the host facts come from; a test points these at files it writes."""
 
-    def __init__(self, sys_root: Path = Path("/sys"), vcgencmd: str = "vcgencmd"):
+    def __init__(self, sys_root: Path = Path("/sys"), vcgencmd: str | None = "vcgencmd"):
+        """`vcgencmd=None`: sysfs only (no subprocess, for callers on the event loop)."""
         self.sys_root = sys_root
         self.vcgencmd = vcgencmd
 
@@ -42,7 +43,7 @@ class Host:
             return int(text, 16)
         except (OSError, ValueError):
             pass
-        exe = shutil.which(self.vcgencmd)
+        exe = shutil.which(self.vcgencmd) if self.vcgencmd else None
         if exe is None:
             return None
         try:
